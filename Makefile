@@ -1,0 +1,51 @@
+# Everything runs from a project-local virtual environment that `make venv` builds on demand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+ARTIFACTS ?= artifacts
+DEMO_ONCE ?=
+DEMO_ARGS ?=
+
+PROTO_SRC := $(wildcard protos/recsys/v1/*.proto)
+
+.PHONY: help venv proto demo test lint bench clean
+
+help:
+	@echo "make demo     data -> training -> index -> four services -> recommendations (DEMO_ONCE=1 exits)"
+	@echo "make test     unit + integration tests (real servers on loopback)"
+	@echo "make proto    regenerate Python stubs, type stubs and protos/recsys.protoset"
+	@echo "make lint     ruff"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel keeps the CUDA packages out.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=protos --pyi_out=protos --grpc_python_out=protos \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=protos \
+		--include_imports --include_source_info --descriptor_set_out=protos/recsys.protoset \
+		$(PROTO_SRC)
+
+demo: $(VENV)/.installed
+	$(BIN)/recserve demo --artifacts $(ARTIFACTS) $(if $(DEMO_ONCE),--once,) $(DEMO_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) bench/serving_latency.py --artifacts $(ARTIFACTS)
+
+clean:
+	rm -rf $(VENV) $(ARTIFACTS) .pytest_cache
