@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics and the harness that compares models with baselines."""

@@ -1,0 +1,1 @@
+"""Offline side: data → trained models → a versioned artifact directory."""

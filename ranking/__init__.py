@@ -1,0 +1,1 @@
+"""Second stage: a PyTorch model scoring (user, candidate) pairs (no gRPC here)."""

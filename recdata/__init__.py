@@ -1,0 +1,1 @@
+"""Data layer: the dataset contract, synthetic data generation and item/sequence helpers."""

@@ -1,0 +1,76 @@
+"""The versioned artifact directory: one folder per trained version, like a model repository.
+
+    <root>/LATEST                 name of the newest complete version
+    <root>/<version>/manifest.json version, data fingerprint, dims, metrics, files
+    <root>/<version>/items/       item id map + catalogue features (ItemTable)
+    <root>/<version>/users/       user histories (the demo's feature store)
+    <root>/<version>/retrieval/   two-tower weights, item embeddings, FAISS index
+    <root>/<version>/ranking/     ranker weights + feature schema
+    <root>/<version>/tagging/     tag model, vocabulary, precomputed catalogue tags
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """The artifact directory is missing, incomplete or from an incompatible version."""
+
+
+def data_fingerprint(items: pd.DataFrame, interactions: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for frame in (items[["item_id"]], interactions[["user_id", "item_id", "timestamp"]]):
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def resolve(path: str | Path) -> Path:
+    """A version directory, given either itself or the root holding LATEST."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    latest = path / LATEST
+    if not latest.is_file():
+        raise ArtifactError(
+            f"no artifacts at {path}: expected {path / LATEST} or {path / MANIFEST}; "
+            "train first with `recserve train --artifacts {path}`"
+        )
+    version_dir = path / latest.read_text().strip()
+    if not (version_dir / MANIFEST).is_file():
+        raise ArtifactError(f"{latest} names {version_dir.name}, which has no {MANIFEST}")
+    return version_dir
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((version_dir / MANIFEST).read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{version_dir} has artifact format {manifest.get('format_version')}, "
+            f"this build reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def write_manifest(version_dir: Path, manifest: dict[str, Any]) -> None:
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    tmp = version_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, version_dir / MANIFEST)
+
+
+def publish(root: Path, version: str) -> None:
+    """Point LATEST at a complete version (atomic rename: readers never see a partial one)."""
+    tmp = root / (LATEST + ".tmp")
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / LATEST)

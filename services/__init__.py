@@ -1,0 +1,1 @@
+"""gRPC adapters over the recserve libraries, the shared server runtime and the CLI."""

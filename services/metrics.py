@@ -1,0 +1,114 @@
+"""Prometheus metrics for every server: requests, errors by status code, latency per method."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from services.logs import log_fields
+
+logger = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "recserve_grpc_requests_total",
+    "gRPC requests handled, by final status code",
+    ["service", "method", "code"],
+)
+LATENCY = Histogram(
+    "recserve_grpc_request_seconds",
+    "gRPC request latency inside the server",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+IN_FLIGHT = Gauge("recserve_grpc_in_flight", "Requests being handled", ["service"])
+STAGE_LATENCY = Histogram(
+    "recserve_stage_seconds",
+    "Time spent in one stage of a request (model forward, index search, downstream call)",
+    ["service", "stage"],
+    buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0),
+)
+DEGRADED = Counter(
+    "recserve_degraded_responses_total",
+    "Responses served without a stage (gateway)",
+    ["service", "stage"],
+)
+MODEL_INFO = Gauge(
+    "recserve_model_info", "Loaded model version (value is always 1)", ["service", "version"]
+)
+
+Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+
+
+def start_metrics_http(port: int, host: str = "127.0.0.1") -> int | None:
+    """Serve /metrics on `port` (0 = any free port, negative = disabled); returns the port."""
+    if port < 0:
+        return None
+    httpd, _thread = start_http_server(port, addr=host)
+    return int(httpd.server_address[1])
+
+
+class MetricsInterceptor(aio.ServerInterceptor):
+    """Counts and times every unary call and turns unexpected exceptions into a clean INTERNAL.
+
+    User mistakes never reach this path: handlers abort with INVALID_ARGUMENT etc. themselves.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        service = self._service
+        latency = LATENCY.labels(service, method)
+        in_flight = IN_FLIGHT.labels(service)
+
+        async def instrumented(request: Any, context: aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            in_flight.inc()
+            try:
+                response = await behavior(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except BaseException as exc:  # CancelledError included: the client went away
+                if isinstance(exc, Exception):
+                    code = grpc.StatusCode.INTERNAL
+                    logger.exception(
+                        "unhandled error", extra=log_fields(method=method, error=repr(exc))
+                    )
+                    await context.abort(code, f"internal error in {method}; see server logs")
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                in_flight.dec()
+                latency.observe(time.perf_counter() - start)
+                REQUESTS.labels(service, method, _code_name(code)).inc()
+
+        return instrumented
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)

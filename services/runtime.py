@@ -1,0 +1,152 @@
+"""The one server runtime every recserve service runs on.
+
+It owns what is the same for all four: the `grpc.aio` server, the standard health service
+(NOT_SERVING until the model is loaded and warmed, NOT_SERVING again while draining), server
+reflection, the metrics interceptor and /metrics endpoint, and graceful shutdown on SIGTERM.
+A service plugs in as a `ServiceApp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.logs import log_fields
+from services.metrics import MODEL_INFO, MetricsInterceptor, start_metrics_http
+from services.reflection import enable_reflection
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ServiceApp(Protocol):
+    """A model server: registers its servicers, then loads and warms its model."""
+
+    name: str  # short name for logs and metrics: "retrieval", "gateway", ...
+
+    @property
+    def service_names(self) -> list[str]:
+        """Fully qualified gRPC service names, for health and reflection."""
+        ...
+
+    def register(self, server: aio.Server) -> None: ...
+
+    async def load(self) -> str:
+        """Load and warm the model; return the model version now serving."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = an ephemeral port (tests)
+    metrics_port: int = -1  # negative = no /metrics endpoint
+    grace_seconds: float = 10.0
+
+
+class ModelServer:
+    """Runs one ServiceApp: start → load → SERVING → (stop) NOT_SERVING → drain → closed."""
+
+    def __init__(self, app: ServiceApp, options: ServerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.model_version: str | None = None
+        self._health = health.aio.HealthServicer()
+        self._server = aio.server(
+            interceptors=[MetricsInterceptor(app.name)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Several worker processes may share one port (SO_REUSEPORT).
+                ("grpc.so_reuseport", 1),
+            ],
+        )
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    async def start(self, load: bool = True) -> int:
+        """Bind, start answering health (NOT_SERVING), then load the model and turn SERVING."""
+        app = self.app
+        app.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        names = [*app.service_names, health.SERVICE_NAME]
+        enable_reflection(self._server, names)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        address = f"{self.options.host}:{self.options.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not bind {address}")
+        await self._server.start()
+        self.metrics_port = start_metrics_http(self.options.metrics_port, self.options.host)
+        logger.info(
+            "listening",
+            extra=log_fields(port=self.port, metrics_port=self.metrics_port, host=self.options.host),
+        )
+        if load:
+            await self.load()
+        return self.port
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        self.model_version = await self.app.load()
+        MODEL_INFO.labels(self.app.name, self.model_version).set(1)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "serving",
+            extra=log_fields(
+                version=self.model_version,
+                load_seconds=round(time.perf_counter() - started, 3),
+            ),
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, let in-flight calls finish, close."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.options.grace_seconds if grace is None else grace
+        logger.info("draining", extra=log_fields(grace_seconds=grace))
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        await self.app.close()
+        logger.info("stopped")
+        self._stopped.set()
+
+    async def wait_closed(self) -> None:
+        await self._stopped.wait()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *self.app.service_names):
+            await self._health.set(name, status)
+
+
+async def serve_until_signal(server: ModelServer) -> None:
+    """Start and serve until SIGTERM/SIGINT, then drain and return."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    start_task = asyncio.create_task(server.start())
+    stop_task = asyncio.create_task(stop_requested.wait())
+    done, _ = await asyncio.wait({start_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    if start_task in done:
+        start_task.result()  # surface load errors: the process must exit non-zero
+        await stop_task
+    else:
+        start_task.cancel()
+    logger.info("signal received")
+    await server.stop()
