@@ -33,9 +33,13 @@ def coverage_at_k(ranked: np.ndarray, k: int, num_items: int) -> float:
     return float(len(np.unique(top[top >= 0])) / max(num_items, 1))
 
 
-def summarize(ranked: np.ndarray, targets: np.ndarray, num_items: int,
-              recall_ks: tuple[int, ...] = (10, 20, 50),
-              ndcg_ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
+def summarize(
+    ranked: np.ndarray,
+    targets: np.ndarray,
+    num_items: int,
+    recall_ks: tuple[int, ...] = (10, 20, 50),
+    ndcg_ks: tuple[int, ...] = (10, 20),
+) -> dict[str, float]:
     out = {f"recall@{k}": recall_at_k(ranked, targets, k) for k in recall_ks}
     out.update({f"ndcg@{k}": ndcg_at_k(ranked, targets, k) for k in ndcg_ks})
     out["coverage@20"] = coverage_at_k(ranked, 20, num_items)

@@ -73,23 +73,34 @@ def _exclusions(histories: list[np.ndarray]) -> list[np.ndarray]:
     return [np.unique(h) for h in histories]
 
 
-def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
-              progress: Progress = print) -> Path:
+def train_all(
+    dataset: Dataset, artifact_root: Path, config: TrainingConfig, progress: Progress = print
+) -> Path:
     """Train everything, write `<artifact_root>/<version>/`, point LATEST at it, return it."""
     validate_dataset(dataset)
     progress(f"dataset {dataset.describe()}")
     metrics: dict[str, Any] = {}
 
     done = _stage(progress, "tagging")
-    texts = [product_text(t, d, c) for t, d, c in zip(
-        dataset.items["title"], dataset.items["description"], dataset.items["category"],
-        strict=True)]
-    tagger, tag_metrics = train_tagger(texts, [list(t) for t in dataset.items["tags"]],
-                                       config.tagger, progress=progress)
+    texts = [
+        product_text(t, d, c)
+        for t, d, c in zip(
+            dataset.items["title"],
+            dataset.items["description"],
+            dataset.items["category"],
+            strict=True,
+        )
+    ]
+    tagger, tag_metrics = train_tagger(
+        texts, [list(t) for t in dataset.items["tags"]], config.tagger, progress=progress
+    )
     metrics["tagging"] = tag_metrics
     catalog_tags = CatalogTags.from_probabilities(
-        dataset.items["item_id"].to_numpy(np.int64), tagger.predict_proba(texts),
-        tagger.tag_names, tagger.threshold)
+        dataset.items["item_id"].to_numpy(np.int64),
+        tagger.predict_proba(texts),
+        tagger.tag_names,
+        tagger.threshold,
+    )
     done()
 
     done = _stage(progress, "split")
@@ -99,8 +110,10 @@ def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
     items.popularity = popularity_counts(split.train, len(items))
     items.tag_names = catalog_tags.tag_names
     items.tag_matrix = catalog_tags.multi_hot(items.item_ids)
-    progress(f"{len(split.train.user_ids)} users with >= 3 events; "
-             f"{sum(len(s) for s in split.train.sequences)} training events")
+    progress(
+        f"{len(split.train.user_ids)} users with >= 3 events; "
+        f"{sum(len(s) for s in split.train.sequences)} training events"
+    )
     done()
 
     done = _stage(progress, "retrieval")
@@ -108,8 +121,9 @@ def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
     # model that never saw them; otherwise its retrieval-score feature is inflated by
     # memorisation in training and misleads it at serving time.
     held = config.ranker.examples_per_user
-    retrieval_train = UserSequences(split.train.user_ids, [
-        s[:-held] if len(s) > held + 1 else s for s in split.train.sequences])
+    retrieval_train = UserSequences(
+        split.train.user_ids, [s[:-held] if len(s) > held + 1 else s for s in split.train.sequences]
+    )
     two_tower = train_two_tower(retrieval_train, items, config.two_tower, progress=progress)
     embeddings = item_embeddings(two_tower, items)
     index = build_index(embeddings, config.index_kind)
@@ -119,8 +133,10 @@ def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
     rng = np.random.default_rng(config.two_tower.seed)
     n_users = len(split.train.user_ids)
     eval_users = np.sort(rng.choice(n_users, min(n_users, config.max_eval_users), replace=False))
-    test_hist = [np.concatenate([split.train.sequences[u], [split.validation_targets[u]]])
-                 for u in eval_users]
+    test_hist = [
+        np.concatenate([split.train.sequences[u], [split.validation_targets[u]]])
+        for u in eval_users
+    ]
     test_targets = split.test_targets[eval_users]
 
     done = _stage(progress, "retrieval evaluation")
@@ -136,8 +152,9 @@ def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
     done()
 
     done = _stage(progress, "ranking")
-    examples, validation = _ranking_data(split, items, two_tower, embeddings, item_index,
-                                         config.ranker, rng)
+    examples, validation = _ranking_data(
+        split, items, two_tower, embeddings, item_index, config.ranker, rng
+    )
     ranker, ranker_fit = train_ranker(examples, validation, items, config.ranker, progress)
     scores = _dot_scores(user_vecs, embeddings, retrieved)
     reranked = rerank(ranker, FeatureBuilder(items), test_hist, retrieved, scores)
@@ -157,50 +174,61 @@ def train_all(dataset: Dataset, artifact_root: Path, config: TrainingConfig,
     save_ranker(tmp_dir / "ranking", ranker)
     tagger.save(tmp_dir / "tagging")
     catalog_tags.save(tmp_dir / "tagging")
-    write_manifest(tmp_dir, {
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": dataset.name,
-        "data_fingerprint": fingerprint,
-        "counts": {"items": len(items), "users": len(sequences.user_ids),
-                   "interactions": int(len(dataset.interactions)),
-                   "eval_users": len(eval_users)},
-        "dims": {"embedding": int(embeddings.shape[1]), "tags": len(catalog_tags.tag_names)},
-        "index": {"kind": config.index_kind},
-        "evaluation": "leave-last-out by time; full catalogue; seen items excluded",
-        "metrics": metrics,
-        "training_config": {
-            "tagger": asdict(config.tagger), "two_tower": asdict(config.two_tower),
-            "ranker": asdict(config.ranker),
+    write_manifest(
+        tmp_dir,
+        {
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset": dataset.name,
+            "data_fingerprint": fingerprint,
+            "counts": {
+                "items": len(items),
+                "users": len(sequences.user_ids),
+                "interactions": len(dataset.interactions),
+                "eval_users": len(eval_users),
+            },
+            "dims": {"embedding": int(embeddings.shape[1]), "tags": len(catalog_tags.tag_names)},
+            "index": {"kind": config.index_kind},
+            "evaluation": "leave-last-out by time; full catalogue; seen items excluded",
+            "metrics": metrics,
+            "training_config": {
+                "tagger": asdict(config.tagger),
+                "two_tower": asdict(config.two_tower),
+                "ranker": asdict(config.ranker),
+            },
         },
-    })
+    )
     tmp_dir.rename(version_dir)
     publish(artifact_root, version)
     done()
     return version_dir
 
 
-def _popularity_ranking(popularity: np.ndarray, histories: list[np.ndarray],
-                        k: int) -> np.ndarray:
+def _popularity_ranking(popularity: np.ndarray, histories: list[np.ndarray], k: int) -> np.ndarray:
     order = np.lexsort((np.arange(len(popularity)), -popularity))
     extra = max(len(h) for h in histories) if histories else 0
-    head = order[:k + extra]
+    head = order[: k + extra]
     out = np.full((len(histories), k), -1, np.int64)
     for i, h in enumerate(histories):
         kept = head[~np.isin(head, h)][:k]
-        out[i, :len(kept)] = kept
+        out[i, : len(kept)] = kept
     return out
 
 
-def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray,
-                rows: np.ndarray) -> np.ndarray:
+def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
     safe = np.where(rows >= 0, rows, 0)
     return np.einsum("ud,ukd->uk", user_vecs, embeddings[safe]).astype(np.float32)
 
 
-def _ranking_data(split: Any, items: ItemTable, two_tower: Any, embeddings: np.ndarray,
-                  item_index: ItemIndex, cfg: RankerTrainConfig,
-                  rng: np.random.Generator) -> tuple[RankingExamples, RankingValidation]:
+def _ranking_data(
+    split: Any,
+    items: ItemTable,
+    two_tower: Any,
+    embeddings: np.ndarray,
+    item_index: ItemIndex,
+    cfg: RankerTrainConfig,
+    rng: np.random.Generator,
+) -> tuple[RankingExamples, RankingValidation]:
     """Training examples from each user's most recent training positions, with retrieval's
     candidates as hard negatives; validation = reranking retrieval's top-K for the
     validation target."""
@@ -227,7 +255,7 @@ def _ranking_data(split: Any, items: ItemTable, two_tower: Any, embeddings: np.n
     val_hist = list(split.train.sequences)
     val_vecs = user_embeddings(two_tower, val_hist, items)
     val_cands = item_index.search_many(val_vecs, RANKING_CANDIDATES, _exclusions(val_hist))
-    validation = RankingValidation(val_hist, val_cands,
-                                   _dot_scores(val_vecs, embeddings, val_cands),
-                                   split.validation_targets)
+    validation = RankingValidation(
+        val_hist, val_cands, _dot_scores(val_vecs, embeddings, val_cands), split.validation_targets
+    )
     return examples, validation

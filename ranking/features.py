@@ -23,8 +23,12 @@ import torch
 from recdata.items import ItemTable
 
 DENSE_FEATURES = (
-    "retrieval_score", "has_retrieval_score", "log_popularity",
-    "same_category", "same_brand", "tag_affinity",
+    "retrieval_score",
+    "has_retrieval_score",
+    "log_popularity",
+    "same_category",
+    "same_brand",
+    "tag_affinity",
 )
 MAX_HISTORY = 20
 
@@ -48,24 +52,29 @@ class FeatureBuilder:
         pop = np.log1p(items.popularity.astype(np.float32))
         self._log_pop = pop / max(float(pop.max()), 1e-6)
         tags = items.tag_matrix
-        self._tags = (tags.astype(np.float32) if tags is not None
-                      else np.zeros((len(items), 0), np.float32))
+        self._tags = (
+            tags.astype(np.float32) if tags is not None else np.zeros((len(items), 0), np.float32)
+        )
 
     @property
     def num_tags(self) -> int:
         return self._tags.shape[1]
 
-    def build(self, histories: list[np.ndarray], candidates: np.ndarray,
-              retrieval_scores: np.ndarray | None) -> RankingBatch:
+    def build(
+        self,
+        histories: list[np.ndarray],
+        candidates: np.ndarray,
+        retrieval_scores: np.ndarray | None,
+    ) -> RankingBatch:
         """histories: B arrays of rows; candidates: (B, C) rows; scores: (B, C) or None."""
         items = self.items
         n, pad_cat = len(items), len(items.category_names)
         b, c = candidates.shape
         hist = np.full((b, self.max_history), n, dtype=np.int64)
         for i, h in enumerate(histories):
-            recent = h[-self.max_history:]
+            recent = h[-self.max_history :]
             if len(recent):
-                hist[i, self.max_history - len(recent):] = recent
+                hist[i, self.max_history - len(recent) :] = recent
         valid = hist < n
         safe_hist = np.where(valid, hist, 0)
         hist_cats = np.where(valid, items.categories[safe_hist], pad_cat)
@@ -85,8 +94,9 @@ class FeatureBuilder:
         else:
             scores = retrieval_scores.astype(np.float32)
             has_scores = np.ones((b, c), np.float32)
-        dense = np.stack([scores, has_scores, self._log_pop[candidates], same_cat,
-                          same_brand, affinity], axis=-1).astype(np.float32)
+        dense = np.stack(
+            [scores, has_scores, self._log_pop[candidates], same_cat, same_brand, affinity], axis=-1
+        ).astype(np.float32)
         return RankingBatch(
             history=torch.from_numpy(hist),
             history_categories=torch.from_numpy(hist_cats),

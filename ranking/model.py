@@ -42,8 +42,10 @@ class Ranker(nn.Module):
         self.score_weight = nn.Parameter(torch.tensor(10.0))
         n_dense = len(DENSE_FEATURES)
         self.head = nn.Sequential(
-            nn.Linear(4 * d + n_dense, cfg.hidden), nn.ReLU(),
-            nn.Linear(cfg.hidden, cfg.hidden // 2), nn.ReLU(),
+            nn.Linear(4 * d + n_dense, cfg.hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.hidden // 2),
+            nn.ReLU(),
             nn.Linear(cfg.hidden // 2, 1),
         )
 
@@ -54,9 +56,12 @@ class Ranker(nn.Module):
             tags = torch.zeros((*tags.shape[:-1], 1))
         # No per-item id vectors: with a few examples per user they memorise instead of
         # generalising; content (category, brand, price, tags) carries over to new items.
-        cand = (self.category(batch.candidate_categories)
-                + self.brand(batch.candidate_brands) + self.price(batch.candidate_prices)
-                + self.tags(tags))
+        cand = (
+            self.category(batch.candidate_categories)
+            + self.brand(batch.candidate_brands)
+            + self.price(batch.candidate_prices)
+            + self.tags(tags)
+        )
         hist = self.category(batch.history_categories)
         mask = batch.history != self.cfg.num_items  # (B, H)
         att = torch.einsum("bcd,bhd->bch", cand, hist) / math.sqrt(self.cfg.dim)

@@ -33,8 +33,9 @@ class Ranked:
 def save_ranker(directory: Path, model: Ranker) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / MODEL_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(
-        {"model": model.cfg.to_dict(), "dense_features": list(DENSE_FEATURES)}))
+    (directory / CONFIG_FILE).write_text(
+        json.dumps({"model": model.cfg.to_dict(), "dense_features": list(DENSE_FEATURES)})
+    )
 
 
 class RankingScorer:
@@ -54,14 +55,20 @@ class RankingScorer:
                 f"this build computes {list(DENSE_FEATURES)}"
             )
         model = Ranker(RankerConfig(**config["model"]))
-        model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu",
-                                         weights_only=True))
+        model.load_state_dict(
+            torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+        )
         model.eval()
         return cls(items, model)
 
     @torch.inference_mode()
-    def rank(self, recent_item_ids: np.ndarray, candidate_ids: np.ndarray,
-             candidate_scores: np.ndarray | None, num_items: int) -> Ranked:
+    def rank(
+        self,
+        recent_item_ids: np.ndarray,
+        candidate_ids: np.ndarray,
+        candidate_scores: np.ndarray | None,
+        num_items: int,
+    ) -> Ranked:
         rows, known = self.items.rows_of(candidate_ids)
         if not known.all():
             raise UnknownCandidates(np.asarray(candidate_ids)[~known])
@@ -69,11 +76,13 @@ class RankingScorer:
             return Ranked(np.empty(0, np.int64), np.empty(0, np.float32))
         hist_rows, hist_known = self.items.rows_of(recent_item_ids)
         batch = self.features.build(
-            [hist_rows[hist_known]], rows[None, :],
+            [hist_rows[hist_known]],
+            rows[None, :],
             None if candidate_scores is None else candidate_scores[None, :],
         )
         logits = self.model(batch)[0].numpy()
         n = len(rows) if num_items <= 0 else min(num_items, len(rows))
         top = np.argsort(-logits, kind="stable")[:n]
-        return Ranked(np.asarray(candidate_ids, dtype=np.int64)[top],
-                      logits[top].astype(np.float32))
+        return Ranked(
+            np.asarray(candidate_ids, dtype=np.int64)[top], logits[top].astype(np.float32)
+        )

@@ -50,7 +50,10 @@ class RankingValidation:
 
 
 def sample_negatives(
-    targets: np.ndarray, retrieved: np.ndarray, num_items: int, cfg: RankerTrainConfig,
+    targets: np.ndarray,
+    retrieved: np.ndarray,
+    num_items: int,
+    cfg: RankerTrainConfig,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """(n, 1 + hard + random) rows; hard ones from retrieval's candidates, never the target."""
@@ -59,25 +62,34 @@ def sample_negatives(
     out[:, 0] = targets
     for i in range(n):
         pool = retrieved[i][(retrieved[i] >= 0) & (retrieved[i] != targets[i])]
-        hard = rng.choice(pool, cfg.hard_negatives, replace=len(pool) < cfg.hard_negatives) \
-            if len(pool) else rng.integers(0, num_items, cfg.hard_negatives)
-        out[i, 1:1 + cfg.hard_negatives] = hard
+        hard = (
+            rng.choice(pool, cfg.hard_negatives, replace=len(pool) < cfg.hard_negatives)
+            if len(pool)
+            else rng.integers(0, num_items, cfg.hard_negatives)
+        )
+        out[i, 1 : 1 + cfg.hard_negatives] = hard
     randoms = rng.integers(0, num_items, (n, cfg.random_negatives))
     randoms = np.where(randoms == targets[:, None], (randoms + 1) % num_items, randoms)
-    out[:, 1 + cfg.hard_negatives:] = randoms
+    out[:, 1 + cfg.hard_negatives :] = randoms
     return out
 
 
-def _rerank_ndcg(model: Ranker, features: FeatureBuilder, val: RankingValidation,
-                 k: int = 10) -> float:
+def _rerank_ndcg(
+    model: Ranker, features: FeatureBuilder, val: RankingValidation, k: int = 10
+) -> float:
     ranked = rerank(model, features, val.histories, val.candidates, val.scores)
     return ndcg_at_k(ranked, val.targets, k)
 
 
 @torch.inference_mode()
-def rerank(model: Ranker, features: FeatureBuilder, histories: list[np.ndarray],
-           candidates: np.ndarray, scores: np.ndarray | None,
-           batch_size: int = 256) -> np.ndarray:
+def rerank(
+    model: Ranker,
+    features: FeatureBuilder,
+    histories: list[np.ndarray],
+    candidates: np.ndarray,
+    scores: np.ndarray | None,
+    batch_size: int = 256,
+) -> np.ndarray:
     """Reorder each row of candidates (-1 padded) by the ranker; returns rows, -1 last."""
     model.eval()
     out = np.full(candidates.shape, -1, dtype=np.int64)
@@ -90,22 +102,31 @@ def rerank(model: Ranker, features: FeatureBuilder, histories: list[np.ndarray],
         logits = model(batch).numpy()
         logits = np.where(valid, logits, -np.inf)
         order = np.argsort(-logits, axis=1, kind="stable")
-        out[sl] = np.where(np.take_along_axis(valid, order, 1),
-                           np.take_along_axis(cand, order, 1), -1)
+        out[sl] = np.where(
+            np.take_along_axis(valid, order, 1), np.take_along_axis(cand, order, 1), -1
+        )
     return out
 
 
 def train_ranker(
-    examples: RankingExamples, validation: RankingValidation, items: ItemTable,
-    cfg: RankerTrainConfig, progress: Progress | None = None,
+    examples: RankingExamples,
+    validation: RankingValidation,
+    items: ItemTable,
+    cfg: RankerTrainConfig,
+    progress: Progress | None = None,
 ) -> tuple[Ranker, dict[str, float]]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     features = FeatureBuilder(items)
-    model = Ranker(RankerConfig(
-        num_items=len(items), num_categories=len(items.category_names),
-        num_brands=len(items.brand_names), num_tags=features.num_tags, dim=cfg.dim,
-    ))
+    model = Ranker(
+        RankerConfig(
+            num_items=len(items),
+            num_categories=len(items.category_names),
+            num_brands=len(items.brand_names),
+            num_tags=features.num_tags,
+            dim=cfg.dim,
+        )
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n = len(examples.candidates)
     best_state, best_ndcg, bad_epochs = copy.deepcopy(model.state_dict()), -1.0, 0
@@ -115,11 +136,12 @@ def train_ranker(
         order = rng.permutation(n)
         total, batches = 0.0, 0
         for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             scores = examples.scores[idx].copy()
             drop = rng.random(len(idx)) < cfg.drop_retrieval_score
-            batch = features.build([examples.histories[i] for i in idx],
-                                   examples.candidates[idx], scores)
+            batch = features.build(
+                [examples.histories[i] for i in idx], examples.candidates[idx], scores
+            )
             batch.dense[torch.from_numpy(drop), :, :2] = 0.0
             logits = model(batch)
             loss = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
@@ -130,8 +152,10 @@ def train_ranker(
             batches += 1
         ndcg = _rerank_ndcg(model, features, validation)
         if progress:
-            progress(f"ranker epoch {epoch + 1}/{cfg.epochs}: loss {total / batches:.3f}, "
-                     f"validation NDCG@10 {ndcg:.4f} ({time.perf_counter() - started:.1f}s)")
+            progress(
+                f"ranker epoch {epoch + 1}/{cfg.epochs}: loss {total / batches:.3f}, "
+                f"validation NDCG@10 {ndcg:.4f} ({time.perf_counter() - started:.1f}s)"
+            )
         if ndcg > best_ndcg:
             best_ndcg, best_state, bad_epochs = ndcg, copy.deepcopy(model.state_dict()), 0
         else:

@@ -1,12 +1,12 @@
 """The versioned artifact directory: one folder per trained version, like a model repository.
 
-    <root>/LATEST                 name of the newest complete version
-    <root>/<version>/manifest.json version, data fingerprint, dims, metrics, files
-    <root>/<version>/items/       item id map + catalogue features (ItemTable)
-    <root>/<version>/users/       user histories (the demo's feature store)
-    <root>/<version>/retrieval/   two-tower weights, item embeddings, FAISS index
-    <root>/<version>/ranking/     ranker weights + feature schema
-    <root>/<version>/tagging/     tag model, vocabulary, precomputed catalogue tags
+<root>/LATEST                 name of the newest complete version
+<root>/<version>/manifest.json version, data fingerprint, dims, metrics, files
+<root>/<version>/items/       item id map + catalogue features (ItemTable)
+<root>/<version>/users/       user histories (the demo's feature store)
+<root>/<version>/retrieval/   two-tower weights, item embeddings, FAISS index
+<root>/<version>/ranking/     ranker weights + feature schema
+<root>/<version>/tagging/     tag model, vocabulary, precomputed catalogue tags
 """
 
 from __future__ import annotations

@@ -23,30 +23,40 @@ class UserHistoryStore:
     def __len__(self) -> int:
         return len(self._histories)
 
+    def user_ids(self) -> list[str]:
+        return sorted(self._histories)
+
     def recent_items(self, user_id: str) -> np.ndarray:
         """External item ids, oldest first; empty for an unknown user (cold start)."""
         return self._histories.get(user_id, np.empty(0, np.int64))
 
     @classmethod
     def from_sequences(cls, sequences: UserSequences, items: ItemTable) -> UserHistoryStore:
-        return cls({
-            user: items.item_ids[seq[-MAX_STORED_HISTORY:]]
-            for user, seq in zip(sequences.user_ids, sequences.sequences, strict=True)
-        })
+        return cls(
+            {
+                user: items.item_ids[seq[-MAX_STORED_HISTORY:]]
+                for user, seq in zip(sequences.user_ids, sequences.sequences, strict=True)
+            }
+        )
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         users = list(self._histories)
         lengths = np.array([len(self._histories[u]) for u in users], dtype=np.int64)
-        flat = (np.concatenate([self._histories[u] for u in users]) if users
-                else np.empty(0, np.int64))
-        np.savez(directory / "histories.npz", user_ids=np.array(users, dtype=str),
-                 offsets=np.concatenate([[0], np.cumsum(lengths)]), item_ids=flat)
+        flat = (
+            np.concatenate([self._histories[u] for u in users]) if users else np.empty(0, np.int64)
+        )
+        np.savez(
+            directory / "histories.npz",
+            user_ids=np.array(users, dtype=str),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]),
+            item_ids=flat,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> UserHistoryStore:
         data = np.load(directory / "histories.npz")
         offsets, flat = data["offsets"], data["item_ids"]
-        return cls({
-            str(u): flat[offsets[i]:offsets[i + 1]] for i, u in enumerate(data["user_ids"])
-        })
+        return cls(
+            {str(u): flat[offsets[i] : offsets[i + 1]] for i, u in enumerate(data["user_ids"])}
+        )

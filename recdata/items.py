@@ -58,8 +58,14 @@ class ItemTable:
     def __post_init__(self) -> None:
         # Own writable copies: pandas (copy-on-write) hands out read-only views, and torch
         # warns on every from_numpy of those.
-        for name in ("item_ids", "categories", "brands", "price_buckets", "text_tokens",
-                     "popularity"):
+        for name in (
+            "item_ids",
+            "categories",
+            "brands",
+            "price_buckets",
+            "text_tokens",
+            "popularity",
+        ):
             setattr(self, name, np.array(getattr(self, name)))
         order = np.argsort(self.item_ids, kind="stable")
         self._sorted_ids = self.item_ids[order]
@@ -78,8 +84,13 @@ class ItemTable:
         edges = np.quantile(prices, np.linspace(0, 1, NUM_PRICE_BUCKETS + 1)[1:-1])
         cat_index = {c: i for i, c in enumerate(category_names)}
         brand_index = {b: i for i, b in enumerate(brand_names)}
-        texts = (items["brand"].astype(str) + " " + items["title"].astype(str) + " "
-                 + items["category"].astype(str)).tolist()
+        texts = (
+            items["brand"].astype(str)
+            + " "
+            + items["title"].astype(str)
+            + " "
+            + items["category"].astype(str)
+        ).tolist()
         n = len(items)
         return cls(
             item_ids=items["item_id"].to_numpy(dtype=np.int64),
@@ -91,8 +102,9 @@ class ItemTable:
             price_edges=edges,
             price_buckets=price_buckets(prices, edges),
             text_tokens=encode_text(texts),
-            popularity=(np.zeros(n, np.float32) if popularity is None
-                        else popularity.astype(np.float32)),
+            popularity=(
+                np.zeros(n, np.float32) if popularity is None else popularity.astype(np.float32)
+            ),
         )
 
     def rows_of(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,5 +161,5 @@ class ItemTable:
             text_tokens=arrays["text_tokens"],
             popularity=arrays["popularity"],
             tag_names=meta["tag_names"],
-            tag_matrix=arrays["tag_matrix"] if "tag_matrix" in arrays else None,
+            tag_matrix=arrays.get("tag_matrix"),
         )

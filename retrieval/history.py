@@ -18,7 +18,7 @@ def pad_histories(
     for i, history in enumerate(histories):
         recent = history[-max_history:]
         if len(recent):
-            rows[i, max_history - len(recent):] = recent
+            rows[i, max_history - len(recent) :] = recent
     categories = np.where(
         rows == pad_item, pad_category, items.categories[np.minimum(rows, pad_item - 1)]
     )

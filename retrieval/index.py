@@ -30,8 +30,9 @@ class SearchResult:
     exhausted: bool  # fewer than k eligible items existed
 
 
-def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int = 256,
-                hnsw_m: int = 32) -> faiss.Index:
+def build_index(
+    embeddings: np.ndarray, kind: str = "flat", nlist: int = 256, hnsw_m: int = 32
+) -> faiss.Index:
     """Inner-product index whose ids are item rows."""
     dim = embeddings.shape[1]
     if kind == "flat":
@@ -59,8 +60,14 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
 
 
 class ItemIndex:
-    def __init__(self, index: faiss.Index, embeddings: np.ndarray, categories: np.ndarray,
-                 num_categories: int, on_gpu: bool = False) -> None:
+    def __init__(
+        self,
+        index: faiss.Index,
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        num_categories: int,
+        on_gpu: bool = False,
+    ) -> None:
         self.index = index
         self.embeddings = embeddings
         self.categories = categories
@@ -70,8 +77,14 @@ class ItemIndex:
         self._category_masks = [categories == c for c in range(num_categories)]
 
     @classmethod
-    def load(cls, path: Path, embeddings: np.ndarray, categories: np.ndarray,
-             num_categories: int, device: str = "auto") -> ItemIndex:
+    def load(
+        cls,
+        path: Path,
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        num_categories: int,
+        device: str = "auto",
+    ) -> ItemIndex:
         index = faiss.read_index(str(path))
         if index.ntotal != len(embeddings):
             raise ValueError(f"index has {index.ntotal} items, embeddings {len(embeddings)}")
@@ -82,8 +95,12 @@ class ItemIndex:
             index = to_gpu(index)
         return cls(index, embeddings, categories, num_categories, on_gpu=use_gpu)
 
-    def eligible_mask(self, exclude_rows: np.ndarray, include_categories: np.ndarray,
-                      exclude_categories: np.ndarray) -> np.ndarray:
+    def eligible_mask(
+        self,
+        exclude_rows: np.ndarray,
+        include_categories: np.ndarray,
+        exclude_categories: np.ndarray,
+    ) -> np.ndarray:
         if len(include_categories):
             mask = np.zeros(self.size, dtype=bool)
             for c in include_categories:
@@ -95,9 +112,14 @@ class ItemIndex:
         mask[exclude_rows] = False
         return mask
 
-    def search(self, query: np.ndarray, k: int, exclude_rows: np.ndarray | None = None,
-               include_categories: np.ndarray | None = None,
-               exclude_categories: np.ndarray | None = None) -> SearchResult:
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude_rows: np.ndarray | None = None,
+        include_categories: np.ndarray | None = None,
+        exclude_categories: np.ndarray | None = None,
+    ) -> SearchResult:
         exclude = np.unique(exclude_rows) if exclude_rows is not None else np.empty(0, np.int64)
         inc = include_categories if include_categories is not None else np.empty(0, np.int64)
         exc = exclude_categories if exclude_categories is not None else np.empty(0, np.int64)
@@ -123,14 +145,22 @@ class ItemIndex:
             if not self.on_gpu:
                 bitmap = np.packbits(mask, bitorder="little")
                 selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
-                scores, rows = self.index.search(q, want,
-                                                 params=faiss.SearchParameters(sel=selector))
+                scores, rows = self.index.search(q, want, params=self._params(selector))
                 rows, scores = rows[0], scores[0]
                 keep = rows >= 0
                 rows, scores = rows[keep], scores[keep]
                 if len(rows) == want:
                     return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
+
+    def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        """Each index family takes its own parameter type (it rejects the base one)."""
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        if isinstance(self.index, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+        return faiss.SearchParameters(sel=selector)
 
     def _exact_scan(self, query: np.ndarray, mask: np.ndarray, want: int, k: int) -> SearchResult:
         """Exact top-`want` over eligible rows: the fallback that keeps the guarantee."""
@@ -141,11 +171,13 @@ class ItemIndex:
         else:
             top = np.arange(len(eligible))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return SearchResult(eligible[top].astype(np.int64), scores[top].astype(np.float32),
-                            want < k)
+        return SearchResult(
+            eligible[top].astype(np.int64), scores[top].astype(np.float32), want < k
+        )
 
-    def search_many(self, queries: np.ndarray, k: int,
-                    exclude_rows: list[np.ndarray]) -> np.ndarray:
+    def search_many(
+        self, queries: np.ndarray, k: int, exclude_rows: list[np.ndarray]
+    ) -> np.ndarray:
         """Batched top-k rows (evaluation path): one FAISS call, then per-row exclusion."""
         extra = max((len(e) for e in exclude_rows), default=0)
         fetch = min(self.size, k + extra)

@@ -56,8 +56,13 @@ class ItemTower(nn.Module):
         if use_id is not None:  # new items have no trained id vector: content only
             item = item * use_id.unsqueeze(-1)
         x = torch.cat(
-            [item, self.category(categories), self.brand(brands), self.price(prices),
-             self.text(text_tokens)],
+            [
+                item,
+                self.category(categories),
+                self.brand(brands),
+                self.price(prices),
+                self.text(text_tokens),
+            ],
             dim=-1,
         )
         return F.normalize(self.mlp(x), dim=-1)

@@ -30,12 +30,14 @@ class Candidates:
     exhausted: bool
 
 
-def save_retrieval(directory: Path, model: TwoTower, embeddings: np.ndarray,
-                   index: faiss.Index, index_kind: str) -> None:
+def save_retrieval(
+    directory: Path, model: TwoTower, embeddings: np.ndarray, index: faiss.Index, index_kind: str
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / MODEL_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(
-        {"model": model.cfg.to_dict(), "index_kind": index_kind}))
+    (directory / CONFIG_FILE).write_text(
+        json.dumps({"model": model.cfg.to_dict(), "index_kind": index_kind})
+    )
     np.save(directory / EMBEDDINGS_FILE, embeddings)
     faiss.write_index(index, str(directory / INDEX_FILE))
 
@@ -56,12 +58,18 @@ class Retriever:
         directory = version_dir / "retrieval"
         config = json.loads((directory / CONFIG_FILE).read_text())
         model = TwoTower(TwoTowerConfig(**config["model"]))
-        model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu",
-                                         weights_only=True))
+        model.load_state_dict(
+            torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+        )
         model.eval()
         embeddings = np.load(directory / EMBEDDINGS_FILE)
-        index = ItemIndex.load(directory / INDEX_FILE, embeddings, items.categories,
-                               len(items.category_names), device=device)
+        index = ItemIndex.load(
+            directory / INDEX_FILE,
+            embeddings,
+            items.categories,
+            len(items.category_names),
+            device=device,
+        )
         return cls(items, model, index)
 
     @torch.inference_mode()
@@ -69,10 +77,14 @@ class Retriever:
         rows, cats = pad_histories([history_rows], self.items, self.model.cfg.max_history)
         return self.model.user(rows, cats)[0].numpy()
 
-    def retrieve(self, recent_item_ids: np.ndarray, k: int,
-                 exclude_item_ids: np.ndarray | None = None,
-                 include_categories: list[str] | None = None,
-                 exclude_categories: list[str] | None = None) -> Candidates:
+    def retrieve(
+        self,
+        recent_item_ids: np.ndarray,
+        k: int,
+        exclude_item_ids: np.ndarray | None = None,
+        include_categories: list[str] | None = None,
+        exclude_categories: list[str] | None = None,
+    ) -> Candidates:
         rows, known = self.items.rows_of(recent_item_ids)
         history = rows[known]
         exclude_rows = np.empty(0, np.int64)
@@ -82,16 +94,23 @@ class Retriever:
         inc = self.items.category_rows(include_categories or [])
         exc = self.items.category_rows(exclude_categories or [])
         if include_categories and len(inc) == 0:  # only unknown categories: nothing eligible
-            return Candidates(np.empty(0, np.int64), np.empty(0, np.float32), False,
-                              int((~known).sum()), True)
+            return Candidates(
+                np.empty(0, np.int64), np.empty(0, np.float32), False, int((~known).sum()), True
+            )
         if len(history) == 0:
             return self._popular(k, exclude_rows, inc, exc, int((~known).sum()))
         result = self.index.search(self.user_vector(history), k, exclude_rows, inc, exc)
-        return Candidates(self.items.item_ids[result.rows], result.scores, False,
-                          int((~known).sum()), result.exhausted)
+        return Candidates(
+            self.items.item_ids[result.rows],
+            result.scores,
+            False,
+            int((~known).sum()),
+            result.exhausted,
+        )
 
-    def _popular(self, k: int, exclude_rows: np.ndarray, inc: np.ndarray, exc: np.ndarray,
-                 unknown: int) -> Candidates:
+    def _popular(
+        self, k: int, exclude_rows: np.ndarray, inc: np.ndarray, exc: np.ndarray, unknown: int
+    ) -> Candidates:
         mask = self.index.eligible_mask(exclude_rows, inc, exc)
         eligible = mask[self.popular_rows]
         rows = self.popular_rows[eligible][:k]

@@ -54,12 +54,20 @@ def item_feature_tensors(items: ItemTable) -> dict[str, torch.Tensor]:
     }
 
 
-def encode_items(model: TwoTower, items: ItemTable, rows: torch.Tensor,
-                 features: dict[str, torch.Tensor],
-                 use_id: torch.Tensor | None = None) -> torch.Tensor:
+def encode_items(
+    model: TwoTower,
+    items: ItemTable,
+    rows: torch.Tensor,
+    features: dict[str, torch.Tensor],
+    use_id: torch.Tensor | None = None,
+) -> torch.Tensor:
     return model.items(
-        rows, features["categories"][rows], features["brands"][rows],
-        features["prices"][rows], features["text_tokens"][rows], use_id,
+        rows,
+        features["categories"][rows],
+        features["brands"][rows],
+        features["prices"][rows],
+        features["text_tokens"][rows],
+        use_id,
     )
 
 
@@ -72,8 +80,10 @@ def train_two_tower(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model_cfg = TwoTowerConfig(
-        num_items=len(items), num_categories=len(items.category_names),
-        num_brands=len(items.brand_names), dim=config.dim,
+        num_items=len(items),
+        num_categories=len(items.category_names),
+        num_brands=len(items.brand_names),
+        dim=config.dim,
     )
     model = TwoTower(model_cfg)
     histories, targets = training_examples(train, config.max_examples_per_user, rng)
@@ -93,7 +103,7 @@ def train_two_tower(
         total, batches = 0.0, 0
         model.train()
         for start in range(0, n, config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             tgt = target_t[idx]
             user = model.user(hist_rows[idx], hist_cats[idx])
             use_id = (torch.rand(len(idx)) >= config.id_dropout).float()
@@ -127,11 +137,13 @@ def item_embeddings(model: TwoTower, items: ItemTable, batch_size: int = 8192) -
 
 
 @torch.inference_mode()
-def user_embeddings(model: TwoTower, histories: list[np.ndarray], items: ItemTable,
-                    batch_size: int = 4096) -> np.ndarray:
+def user_embeddings(
+    model: TwoTower, histories: list[np.ndarray], items: ItemTable, batch_size: int = 4096
+) -> np.ndarray:
     out = []
     for start in range(0, len(histories), batch_size):
-        rows, cats = pad_histories(histories[start:start + batch_size], items,
-                                   model.cfg.max_history)
+        rows, cats = pad_histories(
+            histories[start : start + batch_size], items, model.cfg.max_history
+        )
         out.append(model.user(rows, cats))
     return torch.cat(out).numpy().astype(np.float32)

@@ -93,7 +93,9 @@ class ModelServer:
         self.metrics_port = start_metrics_http(self.options.metrics_port, self.options.host)
         logger.info(
             "listening",
-            extra=log_fields(port=self.port, metrics_port=self.metrics_port, host=self.options.host),
+            extra=log_fields(
+                port=self.port, metrics_port=self.metrics_port, host=self.options.host
+            ),
         )
         if load:
             await self.load()

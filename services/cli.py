@@ -1,0 +1,165 @@
+"""`recserve`: data, training, serving each service, a client call, and the demo.
+
+Every flag also reads an environment variable, RECSERVE_<FLAG> (e.g. --metrics-port ←
+RECSERVE_METRICS_PORT), so a Kubernetes Deployment configures a server with env alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def env(flag: str, default: Any) -> Any:
+    value = os.environ.get("RECSERVE_" + flag.upper().replace("-", "_"))
+    if value is None:
+        return default
+    return type(default)(value) if default is not None else value
+
+
+def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) -> None:
+    p.add_argument(
+        "--artifacts",
+        default=env("artifacts", "artifacts"),
+        help="artifact root (holding LATEST) or one version directory",
+    )
+    p.add_argument(
+        "--host", default=env("host", "127.0.0.1"), help="bind address (0.0.0.0 in containers)"
+    )
+    p.add_argument("--port", type=int, default=env("port", port))
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=env("metrics_port", metrics_port),
+        help="Prometheus /metrics port; -1 disables",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=env("grace", 10.0),
+        help="seconds to drain in-flight requests on SIGTERM",
+    )
+    p.add_argument(
+        "--threads", type=int, default=env("threads", 1), help="torch/FAISS threads per call"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=env("workers", 2),
+        help="concurrent model calls (thread pool)",
+    )
+    p.add_argument("--log-level", default=env("log_level", "info"))
+
+
+DEFAULT_PORTS = {
+    "gateway": (50051, 9101),
+    "retrieval": (50052, 9102),
+    "ranking": (50053, 9103),
+    "tagging": (50054, 9104),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recserve", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="write the synthetic data set as Parquet")
+    data.add_argument("--out", type=Path, required=True)
+    _add_synthetic_flags(data)
+
+    train = sub.add_parser("train", help="train all models and publish an artifact version")
+    train.add_argument("--artifacts", type=Path, default=Path(env("artifacts", "artifacts")))
+    train.add_argument("--dataset", default="synthetic", choices=["synthetic"])
+    _add_synthetic_flags(train)
+    train.add_argument(
+        "--epochs", type=int, default=None, help="override every model's epoch count (quick runs)"
+    )
+
+    serve = sub.add_parser("serve", help="run one service until SIGTERM")
+    serve_sub = serve.add_subparsers(dest="service", required=True)
+    for name, (port, metrics_port) in DEFAULT_PORTS.items():
+        p = serve_sub.add_parser(name, help=f"the {name} service")
+        _add_server_flags(p, port, metrics_port)
+        if name == "retrieval":
+            p.add_argument(
+                "--device",
+                default=env("device", "auto"),
+                choices=["auto", "cpu", "gpu"],
+                help="FAISS index placement",
+            )
+            p.add_argument("--max-k", type=int, default=env("max_k", 1000))
+        if name == "gateway":
+            p.add_argument("--retrieval-addr", default=env("retrieval_addr", "127.0.0.1:50052"))
+            p.add_argument("--ranking-addr", default=env("ranking_addr", "127.0.0.1:50053"))
+            p.add_argument("--tagging-addr", default=env("tagging_addr", "127.0.0.1:50054"))
+            p.add_argument(
+                "--candidates",
+                type=int,
+                default=env("candidates", 200),
+                help="K asked of retrieval",
+            )
+            p.add_argument("--max-items", type=int, default=env("max_items", 100))
+            p.add_argument(
+                "--default-deadline",
+                type=float,
+                default=env("default_deadline", 1.0),
+                help="seconds, when the client sends no deadline",
+            )
+
+    rec = sub.add_parser("recommend", help="call the gateway and print the answer")
+    rec.add_argument("--addr", default=env("gateway_addr", "127.0.0.1:50051"))
+    rec.add_argument("--user", required=True)
+    rec.add_argument("--num-items", type=int, default=10)
+    rec.add_argument("--recent", type=int, nargs="*", default=[])
+    rec.add_argument("--timeout", type=float, default=2.0)
+
+    demo = sub.add_parser("demo", help="data → training → four services → recommendations")
+    demo.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    demo.add_argument("--once", action="store_true", help="stop the services and exit 0")
+    demo.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train even when artifacts for this data already exist",
+    )
+    _add_synthetic_flags(demo)
+    return parser
+
+
+def _add_synthetic_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", type=int, default=env("items", 5000))
+    p.add_argument("--users", type=int, default=env("users", 2000))
+    p.add_argument("--events-per-user", type=int, default=env("events_per_user", 30))
+    p.add_argument("--seed", type=int, default=env("seed", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "data":
+        from services.commands import write_data
+
+        return write_data(args)
+    if args.command == "train":
+        from services.commands import train
+
+        return train(args)
+    if args.command == "serve":
+        from services.commands import serve
+
+        return asyncio.run(serve(args))
+    if args.command == "recommend":
+        from services.commands import recommend
+
+        return recommend(args)
+    if args.command == "demo":
+        from services.demo import run_demo
+
+        return run_demo(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

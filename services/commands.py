@@ -1,0 +1,109 @@
+"""The CLI's commands (kept apart from argument parsing so `--help` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import grpc
+
+from recdata.synthetic import generate
+from services.executor import set_compute_threads
+from services.logs import configure_logging
+from services.runtime import ModelServer, ServerOptions, ServiceApp, serve_until_signal
+
+logger = logging.getLogger(__name__)
+
+
+def write_data(args: argparse.Namespace) -> int:
+    ds = generate(args.items, args.users, args.events_per_user, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ds.items.to_parquet(args.out / "items.parquet", index=False)
+    ds.interactions.to_parquet(args.out / "interactions.parquet", index=False)
+    print(f"wrote {ds.describe()} to {args.out}")
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    from pipeline.train import TrainingConfig, train_all
+
+    ds = generate(args.items, args.users, args.events_per_user, args.seed)
+    config = TrainingConfig()
+    if args.epochs is not None:
+        config.tagger.epochs = config.two_tower.epochs = config.ranker.epochs = args.epochs
+    version_dir = train_all(
+        ds, Path(args.artifacts), config, progress=lambda line: print(line, flush=True)
+    )
+    print(f"published {version_dir}")
+    return 0
+
+
+def make_app(args: argparse.Namespace) -> ServiceApp:
+    artifacts = Path(args.artifacts)
+    if args.service == "retrieval":
+        from services.retrieval_service import RetrievalApp, RetrievalConfig
+
+        return RetrievalApp(
+            RetrievalConfig(artifacts, max_k=args.max_k, device=args.device, workers=args.workers)
+        )
+    if args.service == "ranking":
+        from services.ranking_service import RankingApp, RankingConfig
+
+        return RankingApp(RankingConfig(artifacts, workers=args.workers))
+    if args.service == "tagging":
+        from services.tagging_service import TaggingApp, TaggingConfig
+
+        return TaggingApp(TaggingConfig(artifacts, workers=args.workers))
+    from services.gateway_service import GatewayApp, GatewayConfig
+
+    return GatewayApp(
+        GatewayConfig(
+            artifacts,
+            args.retrieval_addr,
+            args.ranking_addr,
+            args.tagging_addr,
+            candidates=args.candidates,
+            max_items=args.max_items,
+            default_deadline_s=args.default_deadline,
+        )
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    configure_logging(args.service, args.log_level)
+    set_compute_threads(args.threads)
+    server = ModelServer(
+        make_app(args),
+        ServerOptions(
+            host=args.host, port=args.port, metrics_port=args.metrics_port, grace_seconds=args.grace
+        ),
+    )
+    try:
+        await serve_until_signal(server)
+    except Exception:
+        logger.exception("server failed")
+        return 1
+    return 0
+
+
+def recommend(args: argparse.Namespace) -> int:
+    from recsys.v1 import gateway_pb2, gateway_pb2_grpc
+
+    with grpc.insecure_channel(args.addr) as channel:
+        stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
+        try:
+            response = stub.Recommend(
+                gateway_pb2.RecommendRequest(
+                    user_id=args.user, num_items=args.num_items, recent_item_ids=args.recent
+                ),
+                timeout=args.timeout,
+            )
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    from services.demo import format_response
+
+    print(format_response(args.user, response))
+    return 0

@@ -1,0 +1,272 @@
+"""RecommendationService: retrieval → ranking → tags, with deadlines split across stages.
+
+The gateway holds no model. It looks up the user's history once, passes it in every
+downstream request, and degrades instead of failing: ranking down → retrieval order,
+tagging down → no tags; only a retrieval failure fails the request (UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc import aio
+
+from recdata.artifacts import read_manifest, resolve
+from recdata.feature_store import UserHistoryStore
+from recdata.items import ItemTable
+from recsys.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    ranking_pb2,
+    ranking_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
+from services import validation
+from services.errors import InvalidArgument, NotReady, grpc_errors
+from services.logs import log_fields
+from services.metrics import DEGRADED, STAGE_LATENCY
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name
+
+# Client-side balancing over every address a DNS name resolves to (headless Services).
+_CHANNEL_OPTIONS = [
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass
+class GatewayConfig:
+    artifacts: Path
+    retrieval_addr: str
+    ranking_addr: str
+    tagging_addr: str
+    candidates: int = 200  # K asked of retrieval
+    max_items: int = 100
+    max_recent_items: int = 200
+    max_excluded_items: int = 5000
+    history_length: int = 50  # recent items passed to the models
+    interest_items: int = 10  # recent items whose tags describe the user's interests
+    default_deadline_s: float = 1.0  # when the client sets none
+    retrieval_share: float = 0.4  # of the remaining time
+    ranking_share: float = 0.6  # of what remains after retrieval
+    tags_per_item: int = 3
+
+
+@dataclass
+class Stages:
+    timings: list[gateway_pb2.StageTiming]
+
+    def add(self, stage: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        STAGE_LATENCY.labels("gateway", stage).observe(elapsed)
+        self.timings.append(gateway_pb2.StageTiming(stage=stage, milliseconds=elapsed * 1e3))
+
+
+class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
+    name = "gateway"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.items: ItemTable | None = None
+        self.users: UserHistoryStore | None = None
+        self.version = ""
+        self._channels: list[aio.Channel] = []
+
+    @property
+    def service_names(self) -> list[str]:
+        return [SERVICE_NAME]
+
+    def register(self, server: aio.Server) -> None:
+        gateway_pb2_grpc.add_RecommendationServiceServicer_to_server(self, server)
+
+    async def load(self) -> str:
+        version_dir = resolve(self.config.artifacts)
+        manifest = read_manifest(version_dir)
+        self.items = ItemTable.load(version_dir / "items")
+        self.users = UserHistoryStore.load(version_dir / "users")
+        cfg = self.config
+        channels = [
+            aio.insecure_channel(a, options=_CHANNEL_OPTIONS)
+            for a in (cfg.retrieval_addr, cfg.ranking_addr, cfg.tagging_addr)
+        ]
+        self._channels = channels
+        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channels[0])
+        self.ranking = ranking_pb2_grpc.RankingServiceStub(channels[1])
+        self.tagging = tagging_pb2_grpc.TaggingServiceStub(channels[2])
+        self.version = manifest["version"]
+        return self.version
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    def _history(self, user_id: str, recent: np.ndarray) -> np.ndarray:
+        assert self.users is not None
+        stored = self.users.recent_items(user_id)
+        merged = np.concatenate([stored, recent]) if len(recent) else stored
+        return merged[-self.config.history_length :]
+
+    @grpc_errors
+    async def Recommend(
+        self, request: gateway_pb2.RecommendRequest, context: aio.ServicerContext
+    ) -> gateway_pb2.RecommendResponse:
+        if self.items is None or self.users is None:
+            raise NotReady("gateway is still loading")
+        cfg = self.config
+        user = validation.user_id(request.user_id)
+        num_items = validation.positive_count(request.num_items, "num_items", cfg.max_items)
+        recent = validation.item_ids(
+            request.recent_item_ids, "recent_item_ids", cfg.max_recent_items
+        )
+        excluded = validation.item_ids(
+            request.exclude_item_ids, "exclude_item_ids", cfg.max_excluded_items
+        )
+        include = validation.categories(request.include_categories, "include_categories")
+        exclude_cats = validation.categories(request.exclude_categories, "exclude_categories")
+
+        remaining = context.time_remaining()
+        budget = cfg.default_deadline_s if remaining is None else remaining
+        deadline = time.monotonic() + budget
+        stages = Stages([])
+        history = self._history(user, recent)
+        if not request.allow_seen_items:
+            excluded = np.union1d(excluded, self.users.recent_items(user))
+            excluded = np.union1d(excluded, recent)
+
+        # 1. Retrieval: the one stage we cannot do without.
+        started = time.perf_counter()
+        try:
+            candidates = await self.retrieval.Retrieve(
+                retrieval_pb2.RetrieveRequest(
+                    user_id=user,
+                    recent_item_ids=history.tolist(),
+                    k=max(cfg.candidates, num_items),
+                    filter=common_pb2.ItemFilter(
+                        exclude_item_ids=excluded.tolist(),
+                        include_categories=include,
+                        exclude_categories=exclude_cats,
+                    ),
+                ),
+                timeout=max(0.001, (deadline - time.monotonic()) * cfg.retrieval_share),
+            )
+        except aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument("request", err.details() or "rejected by retrieval") from err
+            logger.warning(
+                "retrieval failed", extra=log_fields(code=err.code().name, details=err.details())
+            )
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"retrieval stage unavailable ({err.code().name}): {err.details()}",
+            )
+        stages.add("retrieval", started)
+        versions = {"retrieval": candidates.model_version, "gateway": self.version}
+        ids = np.asarray(candidates.item_ids, np.int64)
+        scores = np.asarray(candidates.scores, np.float32)
+
+        # 2. Ranking, skipped for cold-start users (nothing to personalise on).
+        ranking_degraded = False
+        if candidates.cold_start or len(ids) == 0:
+            top_ids, top_scores = ids[:num_items], scores[:num_items]
+        else:
+            started = time.perf_counter()
+            try:
+                ranked = await self.ranking.Rank(
+                    ranking_pb2.RankRequest(
+                        user_id=user,
+                        recent_item_ids=history.tolist(),
+                        candidate_item_ids=candidates.item_ids,
+                        candidate_scores=candidates.scores,
+                        num_items=num_items,
+                    ),
+                    timeout=max(0.001, (deadline - time.monotonic()) * cfg.ranking_share),
+                )
+                top_ids = np.asarray(ranked.item_ids, np.int64)
+                top_scores = np.asarray(ranked.scores, np.float32)
+                versions["ranking"] = ranked.model_version
+            except aio.AioRpcError as err:
+                ranking_degraded = True
+                DEGRADED.labels("gateway", "ranking").inc()
+                logger.warning(
+                    "ranking failed; serving retrieval order",
+                    extra=log_fields(code=err.code().name, details=err.details()),
+                )
+                top_ids, top_scores = ids[:num_items], scores[:num_items]
+            stages.add("ranking", started)
+
+        # 3. Tags for the results and for the user's recent items (their interests).
+        started = time.perf_counter()
+        interest_ids = history[-cfg.interest_items :]
+        item_tags: dict[int, list[common_pb2.Tag]] = {}
+        tagging_degraded = False
+        try:
+            tagged = await self.tagging.GetItemTags(
+                tagging_pb2.GetItemTagsRequest(
+                    item_ids=np.union1d(top_ids, interest_ids).tolist(), max_tags=cfg.tags_per_item
+                ),
+                timeout=max(0.001, deadline - time.monotonic()),
+            )
+            item_tags = {t.item_id: list(t.tags) for t in tagged.items}
+            versions["tagging"] = tagged.model_version
+        except aio.AioRpcError as err:
+            tagging_degraded = True
+            DEGRADED.labels("gateway", "tagging").inc()
+            logger.warning(
+                "tagging failed; serving items without tags",
+                extra=log_fields(code=err.code().name, details=err.details()),
+            )
+        stages.add("tagging", started)
+
+        return gateway_pb2.RecommendResponse(
+            items=self._items(top_ids, top_scores, item_tags),
+            model_versions=versions,
+            ranking_degraded=ranking_degraded,
+            tagging_degraded=tagging_degraded,
+            cold_start=candidates.cold_start,
+            timings=stages.timings,
+            user_interest_tags=_interests(interest_ids, item_tags),
+        )
+
+    def _items(
+        self, ids: np.ndarray, scores: np.ndarray, tags: dict[int, list[common_pb2.Tag]]
+    ) -> list[gateway_pb2.RecommendedItem]:
+        assert self.items is not None
+        rows, known = self.items.rows_of(ids)
+        out = []
+        for item_id, score, row, ok in zip(ids.tolist(), scores.tolist(), rows, known, strict=True):
+            out.append(
+                gateway_pb2.RecommendedItem(
+                    item_id=item_id,
+                    score=score,
+                    title=self.items.titles[row] if ok else "",
+                    category=self.items.category_names[self.items.categories[row]] if ok else "",
+                    tags=tags.get(item_id, []),
+                )
+            )
+        return out
+
+
+def _interests(
+    ids: np.ndarray, tags: dict[int, list[common_pb2.Tag]], limit: int = 5
+) -> list[common_pb2.Tag]:
+    """Tags most common among the user's recent items, confidence = share of those items."""
+    counts: Counter[str] = Counter()
+    for item_id in ids.tolist():
+        for tag in tags.get(item_id, []):
+            counts[tag.name] += 1
+    n = max(len(ids), 1)
+    return [common_pb2.Tag(name=name, confidence=c / n) for name, c in counts.most_common(limit)]

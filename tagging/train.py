@@ -1,0 +1,213 @@
+"""Training loop, held-out evaluation and a most-frequent-tags baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagging.model import TagModel
+from tagging.tagger import Tagger
+from tagging.text import feature_arrays, pack_bags
+from tagging.vocabulary import TagVocabulary
+
+
+@dataclass
+class TaggerTrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-2  # Adam, MLP head
+    embed_dim: int = 64
+    hidden_dim: int = 256
+    num_buckets: int = 1 << 18
+    min_support: int = 5
+    threshold: float = 0.4
+    seed: int = 0
+    validation_fraction: float = 0.1
+    # SparseAdam on the embedding table. Each row only sees the few batches
+    # containing its feature, so it needs a much larger step than the head.
+    embed_lr: float = 0.1
+    # Features (buckets) seen in fewer training items are ignored; they can
+    # only memorise individual items, never generalise.
+    min_feature_count: int = 3
+    dropout: float = 0.1
+
+
+def multilabel_prf(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Micro precision/recall/F1 and macro F1 for boolean (n, V) matrices.
+
+    Macro F1 averages only over tags with any true or predicted positive:
+    tags absent from both would otherwise contribute an undefined 0/0.
+    Undefined micro ratios are reported as 0.0.
+    """
+    pred = np.asarray(pred, dtype=bool)
+    true = np.asarray(true, dtype=bool)
+    if pred.shape != true.shape:
+        raise ValueError(f"shape mismatch: {pred.shape} vs {true.shape}")
+    tp = (pred & true).sum(axis=0).astype(np.float64)
+    fp = (pred & ~true).sum(axis=0).astype(np.float64)
+    fn = (~pred & true).sum(axis=0).astype(np.float64)
+    tp_all, fp_all, fn_all = tp.sum(), fp.sum(), fn.sum()
+    precision = tp_all / (tp_all + fp_all) if tp_all + fp_all else 0.0
+    recall = tp_all / (tp_all + fn_all) if tp_all + fn_all else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    active = (tp + fp + fn) > 0
+    per_tag = 2 * tp[active] / (2 * tp[active] + fp[active] + fn[active])
+    macro = float(per_tag.mean()) if per_tag.size else 0.0
+    return {
+        "micro_precision": float(precision),
+        "micro_recall": float(recall),
+        "micro_f1": float(f1),
+        "macro_f1": macro,
+    }
+
+
+def most_frequent_baseline(train_targets: np.ndarray, num_items: int) -> np.ndarray:
+    """Predict the top-m training tags for every item, m = round(mean tags/item)."""
+    num_tags = train_targets.shape[1]
+    pred = np.zeros((num_items, num_tags), dtype=bool)
+    if train_targets.shape[0] == 0 or num_tags == 0:
+        return pred
+    m = min(round(float(train_targets.sum(axis=1).mean())), num_tags)
+    freq = train_targets.sum(axis=0)
+    top = np.argsort(-freq, kind="stable")[:m]
+    pred[:, top] = True
+    return pred
+
+
+def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(n)
+    num_val = round(n * fraction) if n > 1 else 0
+    num_val = min(max(num_val, 0), n - 1) if n else 0
+    return order[num_val:], order[:num_val]
+
+
+def _known_features(bags: list[np.ndarray], num_buckets: int, min_count: int) -> np.ndarray:
+    """Boolean mask of buckets occurring in at least ``min_count`` items."""
+    if not bags:
+        return np.zeros(num_buckets, dtype=bool)
+    item_counts = np.bincount(np.concatenate([np.unique(b) for b in bags]), minlength=num_buckets)
+    return item_counts >= min_count
+
+
+def _predict_bool(
+    model: TagModel, bags: list[np.ndarray], threshold: float, batch_size: int = 1024
+) -> np.ndarray:
+    model.eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(bags), batch_size):
+            indices, offsets = pack_bags(bags[start : start + batch_size])
+            chunks.append(torch.sigmoid(model(indices, offsets)).numpy() >= threshold)
+    if not chunks:
+        return np.zeros((0, model.num_tags), dtype=bool)
+    return np.concatenate(chunks)
+
+
+def train_tagger(
+    texts: list[str],
+    tag_lists: list[list[str]],
+    config: TaggerTrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Tagger, dict[str, Any]]:
+    """Train on a seeded split and report held-out metrics vs. the baseline.
+
+    The vocabulary is built from the training split only so validation tags
+    never leak into the label space; validation tags outside it are ignored
+    when scoring (neither model nor baseline can predict them).
+    """
+    config = config or TaggerTrainConfig()
+    if len(texts) != len(tag_lists):
+        raise ValueError("texts and tag_lists must have the same length")
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    train_idx, val_idx = _split(len(texts), config.validation_fraction, rng)
+    vocab = TagVocabulary.build((tag_lists[i] for i in train_idx), config.min_support)
+    if len(vocab) == 0:
+        raise ValueError("no tag reaches min_support in the training split")
+
+    bags = feature_arrays(texts, config.num_buckets)
+    known = _known_features(
+        [bags[i] for i in train_idx], config.num_buckets, config.min_feature_count
+    )
+    # Dropping unknown features up front matches what the model's masked mean
+    # does at inference, and shrinks every training batch.
+    train_bags = [bags[i][known[bags[i]]] for i in train_idx]
+    val_bags = [bags[i] for i in val_idx]
+    train_y = vocab.encode(tag_lists[i] for i in train_idx)
+    val_true = vocab.encode(tag_lists[i] for i in val_idx).astype(bool)
+
+    model = TagModel(
+        config.num_buckets,
+        config.embed_dim,
+        config.hidden_dim,
+        len(vocab),
+        dropout=config.dropout,
+        sparse=True,
+    )
+    model.set_known_features(torch.from_numpy(known))
+    # Sparse embedding gradients need SparseAdam; the dense head uses Adam.
+    optimizers: Sequence[torch.optim.Optimizer] = (
+        torch.optim.SparseAdam(list(model.embedding.parameters()), lr=config.embed_lr),
+        torch.optim.Adam(model.head.parameters(), lr=config.lr),
+    )
+    # Linear decay to ~0 (as fastText does) settles the sparse rows instead of
+    # letting late, large steps bounce validation F1 around between epochs.
+    total_steps = config.epochs * -(-len(train_bags) // config.batch_size)
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: max(0.0, 1.0 - step / max(total_steps, 1))
+        )
+        for opt in optimizers
+    ]
+    loss_fn = nn.BCEWithLogitsLoss()
+    train_y_t = torch.from_numpy(train_y)
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train_bags))
+        total, seen = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            indices, offsets = pack_bags([train_bags[i] for i in batch])
+            loss = loss_fn(model(indices, offsets), train_y_t[batch])
+            for opt in optimizers:
+                opt.zero_grad()
+            loss.backward()
+            for opt, sched in zip(optimizers, schedulers, strict=True):
+                opt.step()
+                sched.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+        if progress is not None:
+            val_pred = _predict_bool(model, val_bags, config.threshold)
+            val_f1 = multilabel_prf(val_pred, val_true)["micro_f1"]
+            progress(
+                f"epoch {epoch}/{config.epochs} loss={total / max(seen, 1):.4f} "
+                f"val_micro_f1={val_f1:.3f}"
+            )
+
+    model.embedding.sparse = False  # inference copies need no sparse grads
+    model.eval()
+    metrics: dict[str, Any] = multilabel_prf(
+        _predict_bool(model, val_bags, config.threshold), val_true
+    )
+    baseline = multilabel_prf(most_frequent_baseline(train_y, len(val_idx)), val_true)
+    metrics.update(
+        baseline_micro_f1=baseline["micro_f1"],
+        num_tags=len(vocab),
+        num_train=len(train_idx),
+        num_validation=len(val_idx),
+        threshold=config.threshold,
+        train_seconds=round(time.perf_counter() - started, 3),
+    )
+    tagger = Tagger(model, vocab, config.num_buckets, config.threshold, dataclasses.asdict(config))
+    return tagger, metrics

@@ -1,0 +1,76 @@
+"""Real servers on ephemeral loopback ports, driven from synchronous tests.
+
+The servers run on an asyncio loop in a background thread (as they would in their own
+process); tests talk to them through the generated stubs over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.gateway_service import GatewayApp, GatewayConfig
+from services.ranking_service import RankingApp, RankingConfig
+from services.retrieval_service import RetrievalApp, RetrievalConfig
+from services.runtime import ModelServer, ServerOptions, ServiceApp
+from services.tagging_service import TaggingApp, TaggingConfig
+
+T = TypeVar("T")
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.servers: dict[str, ModelServer] = {}
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, name: str, app: ServiceApp, metrics_port: int = -1) -> int:
+        async def _start() -> int:
+            server = ModelServer(
+                app, ServerOptions(port=0, metrics_port=metrics_port, grace_seconds=5.0)
+            )
+            port = await server.start()
+            self.servers[name] = server
+            return port
+
+        return self.run(_start())
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.servers[name].port}"
+
+    def stop(self, name: str, grace: float = 0.0) -> None:
+        self.run(self.servers.pop(name).stop(grace))
+
+    def close(self) -> None:
+        for name in list(self.servers):
+            self.stop(name)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+def start_all(artifacts: Path, gateway_metrics_port: int = -1) -> Cluster:
+    cluster = Cluster()
+    cluster.start("retrieval", RetrievalApp(RetrievalConfig(artifacts)))
+    cluster.start("ranking", RankingApp(RankingConfig(artifacts)))
+    cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)))
+    cluster.start(
+        "gateway",
+        GatewayApp(
+            GatewayConfig(
+                artifacts,
+                cluster.address("retrieval"),
+                cluster.address("ranking"),
+                cluster.address("tagging"),
+                max_items=50,
+            )
+        ),
+        metrics_port=gateway_metrics_port,
+    )
+    return cluster

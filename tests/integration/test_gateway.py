@@ -1,0 +1,202 @@
+"""The end-to-end path through real servers: health, reflection, Recommend, validation,
+degradation when a stage is down."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from recdata.feature_store import UserHistoryStore
+from recdata.items import ItemTable
+from recsys.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.integration.cluster import Cluster, start_all
+
+ALL_SERVICES = {
+    "recsys.v1.RecommendationService",
+    "recsys.v1.RetrievalService",
+    "recsys.v1.RankingService",
+    "recsys.v1.TaggingService",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(artifacts: Path) -> Iterator[Cluster]:
+    c = start_all(artifacts, gateway_metrics_port=0)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(cluster: Cluster) -> Iterator[gateway_pb2_grpc.RecommendationServiceStub]:
+    with grpc.insecure_channel(cluster.address("gateway")) as channel:
+        yield gateway_pb2_grpc.RecommendationServiceStub(channel)
+
+
+def recommend(
+    stub: gateway_pb2_grpc.RecommendationServiceStub, **fields: object
+) -> gateway_pb2.RecommendResponse:
+    return stub.Recommend(gateway_pb2.RecommendRequest(**fields), timeout=10)
+
+
+def test_every_server_reports_serving(cluster: Cluster) -> None:
+    for name, server in cluster.servers.items():
+        with grpc.insecure_channel(cluster.address(name)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            overall = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert overall.status == health_pb2.HealthCheckResponse.SERVING, name
+            for service in server.app.service_names:
+                named = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert named.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_reflection_lists_services_and_resolves_method_symbols(cluster: Cluster) -> None:
+    listed: set[str] = set()
+    for name in cluster.servers:
+        with grpc.insecure_channel(cluster.address(name)) as channel:
+            db = ProtoReflectionDescriptorDatabase(channel)
+            services = set(db.get_services())
+            assert "grpc.health.v1.Health" in services
+            listed |= services
+            pool = descriptor_pool.DescriptorPool(db)
+            for service in services & ALL_SERVICES:
+                descriptor = pool.FindServiceByName(service)
+                for method in descriptor.methods:
+                    # What ghz asks for: the file containing a *method* symbol.
+                    proto = db.FindFileContainingSymbol(method.full_name)
+                    assert proto.package == "recsys.v1"
+    assert listed >= ALL_SERVICES
+
+
+def test_recommend_returns_exactly_n_unique_catalogue_items(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, artifacts: Path
+) -> None:
+    items = ItemTable.load(artifacts / "items")
+    users = UserHistoryStore.load(artifacts / "users")
+    user = users.user_ids()[0]
+    seen = set(users.recent_items(user).tolist())
+    excluded = items.item_ids[:50].tolist()
+    response = recommend(gateway, user_id=user, num_items=20, exclude_item_ids=excluded)
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == 20
+    assert len(set(ids)) == 20
+    assert set(ids) <= set(items.item_ids.tolist())
+    assert not set(ids) & set(excluded)
+    assert not set(ids) & seen  # the user's history is excluded by default
+    assert not response.ranking_degraded and not response.tagging_degraded
+    assert not response.cold_start
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(item.title and item.category for item in response.items)
+    assert any(item.tags for item in response.items)
+    assert set(response.model_versions) >= {"retrieval", "ranking", "tagging"}
+    assert [t.stage for t in response.timings] == ["retrieval", "ranking", "tagging"]
+
+
+def test_category_filters_are_respected(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, artifacts: Path
+) -> None:
+    items = ItemTable.load(artifacts / "items")
+    wanted = items.category_names[:2]
+    response = recommend(gateway, user_id="u000003", num_items=15, include_categories=wanted)
+    assert len(response.items) == 15
+    assert {item.category for item in response.items} <= set(wanted)
+
+
+def test_unknown_user_is_a_cold_start_not_an_error(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub,
+) -> None:
+    response = recommend(gateway, user_id="someone-we-never-saw", num_items=10)
+    assert response.cold_start
+    assert len({item.item_id for item in response.items}) == 10
+
+
+def test_session_items_personalise_an_unknown_user(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, artifacts: Path
+) -> None:
+    items = ItemTable.load(artifacts / "items")
+    recent = items.item_ids[:3].tolist()
+    response = recommend(gateway, user_id="anonymous-session", num_items=10, recent_item_ids=recent)
+    assert not response.cold_start
+    assert not {item.item_id for item in response.items} & set(recent)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        ({"user_id": "u1", "num_items": 0}, "num_items"),
+        ({"user_id": "u1", "num_items": -3}, "num_items"),
+        ({"user_id": "u1", "num_items": 51}, "num_items"),
+        ({"user_id": "", "num_items": 5}, "user_id"),
+        ({"user_id": "u1", "num_items": 5, "exclude_item_ids": [12, -4]}, "exclude_item_ids"),
+        ({"user_id": "u1", "num_items": 5, "recent_item_ids": [0]}, "recent_item_ids"),
+        ({"user_id": "u\x00", "num_items": 5}, "user_id"),
+    ],
+)
+def test_invalid_requests_name_the_field(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, fields: dict, field_name: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        recommend(gateway, **fields)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_name in info.value.details()
+
+
+def test_metrics_endpoint_counts_requests_by_code(
+    cluster: Cluster, gateway: gateway_pb2_grpc.RecommendationServiceStub
+) -> None:
+    recommend(gateway, user_id="u000001", num_items=3)
+    with pytest.raises(grpc.RpcError):
+        recommend(gateway, user_id="u000001", num_items=0)
+    port = cluster.servers["gateway"].metrics_port
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'recserve_grpc_requests_total{code="OK",method="Recommend",service="gateway"}' in body
+    assert 'code="INVALID_ARGUMENT",method="Recommend"' in body
+    assert "recserve_grpc_request_seconds_bucket" in body
+
+
+class TestDegradation:
+    """Each test stops one real server of a private cluster and calls the gateway."""
+
+    @pytest.fixture
+    def private(self, artifacts: Path) -> Iterator[Cluster]:
+        c = start_all(artifacts)
+        yield c
+        c.close()
+
+    @staticmethod
+    def _call(c: Cluster, **fields: object) -> gateway_pb2.RecommendResponse:
+        with grpc.insecure_channel(c.address("gateway")) as channel:
+            stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
+            return recommend(stub, **fields)
+
+    def test_ranking_down_serves_retrieval_order(self, private: Cluster) -> None:
+        private.stop("ranking")
+        response = self._call(private, user_id="u000002", num_items=8)
+        assert response.ranking_degraded
+        assert len({item.item_id for item in response.items}) == 8
+        assert "ranking" not in response.model_versions
+        assert any(item.tags for item in response.items)
+
+    def test_tagging_down_serves_items_without_tags(self, private: Cluster) -> None:
+        private.stop("tagging")
+        response = self._call(private, user_id="u000002", num_items=8)
+        assert response.tagging_degraded
+        assert not response.ranking_degraded
+        assert len(response.items) == 8
+        assert all(not item.tags for item in response.items)
+
+    def test_retrieval_down_is_unavailable_with_a_clear_message(self, private: Cluster) -> None:
+        private.stop("retrieval")
+        with pytest.raises(grpc.RpcError) as info:
+            self._call(private, user_id="u000002", num_items=8)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retrieval" in info.value.details()
