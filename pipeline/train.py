@@ -17,14 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.metrics import summarize
-from ranking.features import FeatureBuilder
+from evaluation.harness import (
+    RANKING_ROW,
+    RETRIEVAL_ROW,
+    EvaluationReport,
+    EvaluationSet,
+    evaluate_baselines,
+    evaluate_served_pipeline,
+)
 from ranking.scorer import save_ranker
 from ranking.train import (
     RankerTrainConfig,
     RankingExamples,
     RankingValidation,
-    rerank,
     sample_negatives,
     train_ranker,
 )
@@ -57,6 +62,11 @@ class TrainingConfig:
     ranker: RankerTrainConfig = field(default_factory=RankerTrainConfig)
     index_kind: str = "flat"
     max_eval_users: int = 5000
+
+    @classmethod
+    def for_dataset(cls, name: str) -> TrainingConfig:
+        """Defaults per data set; every value is recorded in the manifest."""
+        return cls()
 
 
 def _stage(progress: Progress, name: str) -> Callable[[], None]:
@@ -103,6 +113,18 @@ def train_all(
     )
     done()
 
+    if len(dataset.interactions) == 0:
+        progress("catalogue only (no interactions): publishing a tagging-only version")
+        return _publish(
+            artifact_root,
+            dataset,
+            metrics,
+            config,
+            ["tagging"],
+            lambda d: (tagger.save(d / "tagging"), catalog_tags.save(d / "tagging")),
+            progress=progress,
+        )
+
     done = _stage(progress, "split")
     items = ItemTable.from_frame(dataset.items)
     sequences = user_sequences(dataset.interactions, items)
@@ -131,49 +153,72 @@ def train_all(
     done()
 
     rng = np.random.default_rng(config.two_tower.seed)
-    n_users = len(split.train.user_ids)
-    eval_users = np.sort(rng.choice(n_users, min(n_users, config.max_eval_users), replace=False))
-    test_hist = [
-        np.concatenate([split.train.sequences[u], [split.validation_targets[u]]])
-        for u in eval_users
-    ]
-    test_targets = split.test_targets[eval_users]
-
-    done = _stage(progress, "retrieval evaluation")
-    user_vecs = user_embeddings(two_tower, test_hist, items)
-    retrieved = item_index.search_many(user_vecs, RANKING_CANDIDATES, _exclusions(test_hist))
-    popular = _popularity_ranking(items.popularity, test_hist, RANKING_CANDIDATES)
-    retrieval_metrics = summarize(retrieved, test_targets, len(items), (10, 20, 50, 100, 200))
-    popularity_metrics = summarize(popular, test_targets, len(items), (10, 20, 50, 100, 200))
-    metrics["retrieval"] = retrieval_metrics
-    metrics["baselines"] = {"popularity": popularity_metrics}
-    progress(f"retrieval   {retrieval_metrics}")
-    progress(f"popularity  {popularity_metrics}")
-    done()
-
     done = _stage(progress, "ranking")
     examples, validation = _ranking_data(
         split, items, two_tower, embeddings, item_index, config.ranker, rng
     )
     ranker, ranker_fit = train_ranker(examples, validation, items, config.ranker, progress)
-    scores = _dot_scores(user_vecs, embeddings, retrieved)
-    reranked = rerank(ranker, FeatureBuilder(items), test_hist, retrieved, scores)
-    metrics["ranking"] = {**summarize(reranked, test_targets, len(items)), **ranker_fit}
-    progress(f"retrieval+ranking {metrics['ranking']}")
     done()
 
+    def write(directory: Path) -> None:
+        items.save(directory / "items")
+        UserHistoryStore.from_sequences(split.full, items).save(directory / "users")
+        save_retrieval(directory / "retrieval", two_tower, embeddings, index, config.index_kind)
+        save_ranker(directory / "ranking", ranker)
+        tagger.save(directory / "tagging")
+        catalog_tags.save(directory / "tagging")
+
+    def evaluate(directory: Path) -> dict[str, Any]:
+        eval_set = EvaluationSet.from_split(split, items.popularity, config.max_eval_users)
+        report = EvaluationReport(len(eval_set.targets), int(eval_set.cold_targets.sum()))
+        evaluate_served_pipeline(directory, eval_set, report, progress)
+        evaluate_baselines(split, items, eval_set, report, ["popularity"], progress)
+        metrics["retrieval"] = report.rows[RETRIEVAL_ROW]
+        metrics["ranking"] = {**report.rows[RANKING_ROW], **ranker_fit}
+        metrics["baselines"] = {"popularity": report.rows["baseline: popularity"]}
+        metrics["cold_start_recall@50"] = report.cold_start_recall50
+        return {
+            "counts": {
+                "items": len(items),
+                "users": len(sequences.user_ids),
+                "interactions": len(dataset.interactions),
+                "eval_users": report.users,
+            },
+            "dims": {"embedding": int(embeddings.shape[1]), "tags": len(catalog_tags.tag_names)},
+            "index": {"kind": config.index_kind},
+            "evaluation": "leave-last-out by time; full catalogue; seen items excluded",
+        }
+
+    components = ["items", "users", "retrieval", "ranking", "tagging"]
+    return _publish(artifact_root, dataset, metrics, config, components, write, evaluate, progress)
+
+
+def _publish(
+    artifact_root: Path,
+    dataset: Dataset,
+    metrics: dict[str, Any],
+    config: TrainingConfig,
+    components: list[str],
+    write: Callable[[Path], object],
+    evaluate: Callable[[Path], dict[str, Any]] | None = None,
+    progress: Progress = print,
+) -> Path:
+    """Write into `<version>.partial`, evaluate what was written (the files the services
+    load), add the manifest, rename, then point LATEST at it."""
     fingerprint = data_fingerprint(dataset.items, dataset.interactions)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + fingerprint[:8]
     version_dir = artifact_root / version
     tmp_dir = artifact_root / (version + ".partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
     done = _stage(progress, f"writing artifacts {version_dir}")
-    items.save(tmp_dir / "items")
-    UserHistoryStore.from_sequences(split.full, items).save(tmp_dir / "users")
-    save_retrieval(tmp_dir / "retrieval", two_tower, embeddings, index, config.index_kind)
-    save_ranker(tmp_dir / "ranking", ranker)
-    tagger.save(tmp_dir / "tagging")
-    catalog_tags.save(tmp_dir / "tagging")
+    write(tmp_dir)
+    done()
+    extra: dict[str, Any] = {}
+    if evaluate is not None:
+        done = _stage(progress, "held-out evaluation of the written artifacts")
+        extra = evaluate(tmp_dir)
+        done()
     write_manifest(
         tmp_dir,
         {
@@ -181,38 +226,20 @@ def train_all(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": dataset.name,
             "data_fingerprint": fingerprint,
-            "counts": {
-                "items": len(items),
-                "users": len(sequences.user_ids),
-                "interactions": len(dataset.interactions),
-                "eval_users": len(eval_users),
-            },
-            "dims": {"embedding": int(embeddings.shape[1]), "tags": len(catalog_tags.tag_names)},
-            "index": {"kind": config.index_kind},
-            "evaluation": "leave-last-out by time; full catalogue; seen items excluded",
+            "components": components,
             "metrics": metrics,
             "training_config": {
                 "tagger": asdict(config.tagger),
                 "two_tower": asdict(config.two_tower),
                 "ranker": asdict(config.ranker),
             },
+            **extra,
         },
     )
     tmp_dir.rename(version_dir)
     publish(artifact_root, version)
-    done()
+    progress(f"published {version_dir}")
     return version_dir
-
-
-def _popularity_ranking(popularity: np.ndarray, histories: list[np.ndarray], k: int) -> np.ndarray:
-    order = np.lexsort((np.arange(len(popularity)), -popularity))
-    extra = max(len(h) for h in histories) if histories else 0
-    head = order[: k + extra]
-    out = np.full((len(histories), k), -1, np.int64)
-    for i, h in enumerate(histories):
-        kept = head[~np.isin(head, h)][:k]
-        out[i, : len(kept)] = kept
-    return out
 
 
 def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -62,6 +62,17 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def require_component(version_dir: Path, manifest: dict[str, Any], component: str) -> None:
+    """A catalogue-only data set yields a tagging-only version; say so instead of crashing."""
+    components = manifest.get("components", [])
+    if component not in components:
+        raise ArtifactError(
+            f"artifact version {manifest.get('version')} at {version_dir} has no {component} "
+            f"model (it holds {', '.join(components) or 'nothing'}; dataset "
+            f"{manifest.get('dataset')!r}); train on a data set with interactions"
+        )
+
+
 def write_manifest(version_dir: Path, manifest: dict[str, Any]) -> None:
     manifest = {"format_version": FORMAT_VERSION, **manifest}
     tmp = version_dir / (MANIFEST + ".tmp")

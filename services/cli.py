@@ -73,11 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train all models and publish an artifact version")
     train.add_argument("--artifacts", type=Path, default=Path(env("artifacts", "artifacts")))
-    train.add_argument("--dataset", default="synthetic", choices=["synthetic"])
-    _add_synthetic_flags(train)
-    train.add_argument(
-        "--epochs", type=int, default=None, help="override every model's epoch count (quick runs)"
-    )
+    _add_dataset_flags(train)
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
     serve_sub = serve.add_subparsers(dest="service", required=True)
@@ -110,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
                 help="seconds, when the client sends no deadline",
             )
 
+    evaluate = sub.add_parser(
+        "eval", help="held-out evaluation: our pipeline and tagger against baselines"
+    )
+    evaluate.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path(env("artifacts", "artifacts")),
+        help="reused when trained on the same data, else trained here",
+    )
+    _add_dataset_flags(evaluate)
+    evaluate.add_argument("--baselines", nargs="*", default=["popularity", "cooccurrence", "als"])
+    evaluate.add_argument(
+        "--max-users",
+        type=int,
+        default=None,
+        help="evaluate a seeded sample of users (default: all)",
+    )
+    evaluate.add_argument("--retrain", action="store_true")
+    evaluate.add_argument("--report", type=Path, default=None, help="write the results as JSON")
+    evaluate.add_argument("--skip-tags", action="store_true")
+
     rec = sub.add_parser("recommend", help="call the gateway and print the answer")
     rec.add_argument("--addr", default=env("gateway_addr", "127.0.0.1:50051"))
     rec.add_argument("--user", required=True)
@@ -127,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_synthetic_flags(demo)
     return parser
+
+
+DATASET_NAMES = ["synthetic", "movielens", "fashion", "online-retail", "generic"]
+
+
+def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        default=env("dataset", "synthetic"),
+        choices=DATASET_NAMES,
+        help="synthetic (generated) or a loader for files under --data",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=env("data", None),
+        help="folder or file of the real data set (see docs/data.md)",
+    )
+    _add_synthetic_flags(p)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="override every model's epoch count (quick runs)"
+    )
 
 
 def _add_synthetic_flags(p: argparse.ArgumentParser) -> None:
@@ -150,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.commands import serve
 
         return asyncio.run(serve(args))
+    if args.command == "eval":
+        from services.commands import evaluate
+
+        return evaluate(args)
     if args.command == "recommend":
         from services.commands import recommend
 

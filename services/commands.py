@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from pipeline.train import TrainingConfig, train_all
 from recdata.synthetic import generate
 from services.executor import set_compute_threads
 from services.logs import configure_logging
@@ -27,7 +28,6 @@ def write_data(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from pipeline.train import TrainingConfig, train_all
 
     ds = generate(args.items, args.users, args.events_per_user, args.seed)
     config = TrainingConfig()

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from grpc import aio
 
-from recdata.artifacts import read_manifest, resolve
+from recdata.artifacts import read_manifest, require_component, resolve
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recsys.v1 import (
@@ -96,6 +96,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
     async def load(self) -> str:
         version_dir = resolve(self.config.artifacts)
         manifest = read_manifest(version_dir)
+        require_component(version_dir, manifest, "users")
         self.items = ItemTable.load(version_dir / "items")
         self.users = UserHistoryStore.load(version_dir / "users")
         cfg = self.config

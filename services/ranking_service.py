@@ -10,7 +10,7 @@ import numpy as np
 from grpc import aio
 
 from ranking.scorer import RankingScorer, UnknownCandidates
-from recdata.artifacts import read_manifest, resolve
+from recdata.artifacts import read_manifest, require_component, resolve
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from services import validation
 from services.errors import InvalidArgument, NotFound, NotReady, grpc_errors
@@ -48,6 +48,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     async def load(self) -> str:
         version_dir = resolve(self.config.artifacts)
         manifest = read_manifest(version_dir)
+        require_component(version_dir, manifest, "ranking")
         scorer = await self._executor.run(lambda: RankingScorer.load(version_dir))
         ids = scorer.items.item_ids
         await self._executor.run(lambda: scorer.rank(ids[:10], ids[:200], None, 10))

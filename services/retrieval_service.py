@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from grpc import aio
 
-from recdata.artifacts import read_manifest, resolve
+from recdata.artifacts import read_manifest, require_component, resolve
 from recsys.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.retriever import Retriever
 from services import validation
@@ -51,6 +51,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def load(self) -> str:
         version_dir = resolve(self.config.artifacts)
         manifest = read_manifest(version_dir)
+        require_component(version_dir, manifest, "retrieval")
         retriever = await self._executor.run(
             lambda: Retriever.load(version_dir, device=self.config.device)
         )

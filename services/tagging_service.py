@@ -7,7 +7,7 @@ from pathlib import Path
 
 from grpc import aio
 
-from recdata.artifacts import read_manifest, resolve
+from recdata.artifacts import read_manifest, require_component, resolve
 from recsys.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 from services import validation
 from services.errors import InvalidArgument, NotReady, grpc_errors
@@ -54,6 +54,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
     async def load(self) -> str:
         version_dir = resolve(self.config.artifacts)
         manifest = read_manifest(version_dir)
+        require_component(version_dir, manifest, "tagging")
         tagger = await self._executor.run(lambda: Tagger.load(version_dir / "tagging"))
         catalog = await self._executor.run(lambda: CatalogTags.load(version_dir / "tagging"))
         await self._executor.run(lambda: tagger.predict(["warm up the tag model"]))

@@ -45,6 +45,25 @@ class HeldRanking(ranking_pb2_grpc.RankingServiceServicer):
         )
 
 
+def _wait_serving(health: health_pb2_grpc.HealthStub, process: subprocess.Popen) -> None:
+    """Block on the server's health stream; fail at once, with its log, if it exits."""
+    for _ in range(60):
+        if process.poll() is not None:
+            pytest.fail(f"gateway exited {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            stream = health.Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=2, wait_for_ready=True
+            )
+            for update in stream:
+                if update.status == health_pb2.HealthCheckResponse.SERVING:
+                    stream.cancel()
+                    return
+        except grpc.RpcError as err:
+            if err.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise
+    pytest.fail("gateway did not become SERVING within 120 s")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

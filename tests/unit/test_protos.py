@@ -30,8 +30,19 @@ def _without_json_names(proto: descriptor_pb2.FileDescriptorProto) -> bytes:
 def test_protoset_is_up_to_date(tmp_path: Path) -> None:
     out = tmp_path / "fresh.protoset"
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "recsys/v1").glob("*.proto"))
-    assert protoc.main(["protoc", f"-I{PROTOS}", "--include_imports", "--include_source_info",
-                        f"--descriptor_set_out={out}", *sources]) == 0
+    assert (
+        protoc.main(
+            [
+                "protoc",
+                f"-I{PROTOS}",
+                "--include_imports",
+                "--include_source_info",
+                f"--descriptor_set_out={out}",
+                *sources,
+            ]
+        )
+        == 0
+    )
     shipped = _files((PROTOS / "recsys.protoset").read_bytes())
     fresh = _files(out.read_bytes())
     assert shipped.keys() == fresh.keys()

@@ -1,0 +1,190 @@
+"""Offline evaluation of the served pipeline against baselines, in one harness and split.
+
+Time-based leave-last-out: each user's last event is the test target, the one before it
+validation (used by training), the rest training. Every model ranks the full catalogue for
+every user, with the user's own history excluded (as the gateway serves). Our rows load the
+artifact directory through the same classes the services use (Retriever, RankingScorer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.metrics import recall_at_k, summarize
+from ranking.scorer import RankingScorer
+from ranking.train import rerank
+from recdata.items import ItemTable
+from recdata.split import LeaveLastOutSplit
+from retrieval.retriever import Retriever
+from retrieval.train import user_embeddings
+
+Progress = Callable[[str], None]
+
+RECALL_KS = (10, 20, 50)
+RETRIEVAL_RECALL_KS = (10, 20, 50, 100, 200, 500)
+RANKING_CANDIDATES = 200
+RETRIEVAL_ROW = "retrieval (two-tower + FAISS)"
+RANKING_ROW = f"retrieval top-{RANKING_CANDIDATES} + ranking (served)"
+
+
+@dataclass
+class EvaluationSet:
+    """Histories at test time (training events + the validation event) and test targets."""
+
+    histories: list[np.ndarray]
+    targets: np.ndarray
+    cold_targets: np.ndarray  # bool: the target never occurs in training (cold-start item)
+
+    @classmethod
+    def from_split(
+        cls,
+        split: LeaveLastOutSplit,
+        popularity: np.ndarray,
+        max_users: int | None = None,
+        seed: int = 0,
+    ) -> EvaluationSet:
+        n = len(split.train.user_ids)
+        users = np.arange(n)
+        if max_users is not None and n > max_users:
+            users = np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
+        histories = [
+            np.concatenate([split.train.sequences[u], [split.validation_targets[u]]]) for u in users
+        ]
+        targets = split.test_targets[users]
+        return cls(histories, targets, popularity[targets] == 0)
+
+    def exclusions(self) -> list[np.ndarray]:
+        return [np.unique(h) for h in self.histories]
+
+
+@dataclass
+class EvaluationReport:
+    users: int
+    cold_target_users: int
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    cold_start_recall50: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        ranked: np.ndarray,
+        eval_set: EvaluationSet,
+        num_items: int,
+        recall_ks: Iterable[int],
+        seconds: float,
+    ) -> None:
+        self.rows[name] = summarize(ranked, eval_set.targets, num_items, tuple(recall_ks))
+        cold = eval_set.cold_targets
+        self.cold_start_recall50[name] = (
+            round(recall_at_k(ranked[cold], eval_set.targets[cold], 50), 4) if cold.any() else 0.0
+        )
+        self.seconds[name] = round(seconds, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "cold_target_users": self.cold_target_users,
+            "rows": self.rows,
+            "cold_start_recall@50": self.cold_start_recall50,
+            "seconds": self.seconds,
+        }
+
+    def markdown(self) -> str:
+        columns = [
+            "recall@10",
+            "recall@20",
+            "recall@50",
+            "ndcg@10",
+            "ndcg@20",
+            "coverage@20",
+            "recall@200",
+            "recall@500",
+        ]
+        lines = [
+            "| model | " + " | ".join(columns) + " | cold-start recall@50 |",
+            "|---|" + "---|" * (len(columns) + 1),
+        ]
+        for name, metrics in self.rows.items():
+            cells = [f"{metrics[c]:.4f}" if c in metrics else "–" for c in columns]
+            lines.append(
+                f"| {name} | " + " | ".join(cells) + f" | {self.cold_start_recall50[name]:.4f} |"
+            )
+        lines.append(
+            f"\n{self.users} users; {self.cold_target_users} of them have a test "
+            "target never seen in training (cold-start items)."
+        )
+        return "\n".join(lines)
+
+
+def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    safe = np.where(rows >= 0, rows, 0)
+    return np.einsum("ud,ukd->uk", user_vecs, embeddings[safe]).astype(np.float32)
+
+
+def evaluate_served_pipeline(
+    version_dir: Path, eval_set: EvaluationSet, report: EvaluationReport, progress: Progress
+) -> None:
+    """Retrieval alone and retrieval + ranking, from the artifacts the services load."""
+    retriever = Retriever.load(version_dir, device="cpu")
+    items = retriever.items
+    started = time.perf_counter()
+    vecs = user_embeddings(retriever.model, eval_set.histories, items)
+    retrieved = retriever.index.search_many(vecs, max(RETRIEVAL_RECALL_KS), eval_set.exclusions())
+    report.add(
+        RETRIEVAL_ROW,
+        retrieved,
+        eval_set,
+        len(items),
+        RETRIEVAL_RECALL_KS,
+        time.perf_counter() - started,
+    )
+    progress(f"retrieval alone: {report.rows[RETRIEVAL_ROW]}")
+
+    scorer = RankingScorer.load(version_dir)
+    started = time.perf_counter()
+    candidates = retrieved[:, :RANKING_CANDIDATES]
+    reranked = rerank(
+        scorer.model,
+        scorer.features,
+        eval_set.histories,
+        candidates,
+        _dot_scores(vecs, retriever.index.embeddings, candidates),
+    )
+    name = RANKING_ROW
+    report.add(name, reranked, eval_set, len(items), RECALL_KS, time.perf_counter() - started)
+    progress(f"retrieval + ranking: {report.rows[name]}")
+
+
+def evaluate_baselines(
+    split: LeaveLastOutSplit,
+    items: ItemTable,
+    eval_set: EvaluationSet,
+    report: EvaluationReport,
+    names: Iterable[str],
+    progress: Progress,
+) -> None:
+    from evaluation.baselines import BASELINES
+
+    for name in names:
+        if name not in BASELINES:
+            raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+        started = time.perf_counter()
+        model = BASELINES[name]()
+        model.fit(split.train, len(items))
+        ranked = model.recommend(eval_set.histories, max(RETRIEVAL_RECALL_KS))
+        report.add(
+            f"baseline: {name}",
+            ranked,
+            eval_set,
+            len(items),
+            RETRIEVAL_RECALL_KS,
+            time.perf_counter() - started,
+        )
+        progress(f"baseline {name}: {report.rows[f'baseline: {name}']}")
