@@ -60,18 +60,36 @@ def start_services(version_dir: Path) -> tuple[dict[str, int], list[subprocess.P
     ports = {name: free_port() for name in ("retrieval", "ranking", "tagging", "gateway")}
     procs = []
     for name, port in ports.items():
-        cmd = [sys.executable, "-m", "services.cli", "serve", name, "--artifacts",
-               str(version_dir), "--port", str(port), "--metrics-port", "-1",
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "serve",
+            name,
+            "--artifacts",
+            str(version_dir),
+            "--port",
+            str(port),
+            "--metrics-port",
+            "-1",
+            "--log-level",
+            "warning",
+        ]
         if name == "gateway":
-            cmd += ["--retrieval-addr", f"127.0.0.1:{ports['retrieval']}",
-                    "--ranking-addr", f"127.0.0.1:{ports['ranking']}",
-                    "--tagging-addr", f"127.0.0.1:{ports['tagging']}"]
+            cmd += [
+                "--retrieval-addr",
+                f"127.0.0.1:{ports['retrieval']}",
+                "--ranking-addr",
+                f"127.0.0.1:{ports['ranking']}",
+                "--tagging-addr",
+                f"127.0.0.1:{ports['tagging']}",
+            ]
         procs.append(subprocess.Popen(cmd, cwd=ROOT))
-    for name, port in ports.items():
+    for port in ports.values():
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stream = health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(), timeout=120, wait_for_ready=True)
+                health_pb2.HealthCheckRequest(), timeout=120, wait_for_ready=True
+            )
             for update in stream:
                 if update.status == health_pb2.HealthCheckResponse.SERVING:
                     stream.cancel()
@@ -79,8 +97,9 @@ def start_services(version_dir: Path) -> tuple[dict[str, int], list[subprocess.P
     return ports, procs
 
 
-async def drive(call: Callable[[int], Awaitable[object]], requests: int,
-                concurrency: int) -> tuple[float, float, float]:
+async def drive(
+    call: Callable[[int], Awaitable[object]], requests: int, concurrency: int
+) -> tuple[float, float, float]:
     latencies: list[float] = []
     next_request = 0
 
@@ -102,8 +121,9 @@ async def drive(call: Callable[[int], Awaitable[object]], requests: int,
     return p50, p99, requests / wall
 
 
-def in_process(version_dir: Path, histories: list[np.ndarray], k: int,
-               repeats: int) -> dict[str, float]:
+def in_process(
+    version_dir: Path, histories: list[np.ndarray], k: int, repeats: int
+) -> dict[str, float]:
     retriever = Retriever.load(version_dir, device="cpu")
     scorer = RankingScorer.load(version_dir)
     times_r, times_k = [], []
@@ -115,38 +135,54 @@ def in_process(version_dir: Path, histories: list[np.ndarray], k: int,
         started = time.perf_counter()
         scorer.rank(h, cands.item_ids, cands.scores, 10)
         times_k.append(time.perf_counter() - started)
-    return {"retrieve": statistics.median(times_r) * 1e3,
-            "rank": statistics.median(times_k) * 1e3}
+    return {"retrieve": statistics.median(times_r) * 1e3, "rank": statistics.median(times_k) * 1e3}
 
 
-async def service_runs(ports: dict[str, int], histories: list[np.ndarray], k: int,
-                       requests: int, concurrencies: list[int],
-                       candidates: list[np.ndarray]) -> list[tuple]:
+async def service_runs(
+    ports: dict[str, int],
+    histories: list[np.ndarray],
+    k: int,
+    requests: int,
+    concurrencies: list[int],
+    candidates: list[np.ndarray],
+) -> list[tuple]:
     rows = []
-    async with aio.insecure_channel(f"127.0.0.1:{ports['retrieval']}") as rch, \
-            aio.insecure_channel(f"127.0.0.1:{ports['ranking']}") as kch, \
-            aio.insecure_channel(f"127.0.0.1:{ports['gateway']}") as gch:
+    async with (
+        aio.insecure_channel(f"127.0.0.1:{ports['retrieval']}") as rch,
+        aio.insecure_channel(f"127.0.0.1:{ports['ranking']}") as kch,
+        aio.insecure_channel(f"127.0.0.1:{ports['gateway']}") as gch,
+    ):
         retrieval = retrieval_pb2_grpc.RetrievalServiceStub(rch)
         ranking = ranking_pb2_grpc.RankingServiceStub(kch)
         gateway = gateway_pb2_grpc.RecommendationServiceStub(gch)
 
         def retrieve(i: int) -> Awaitable[object]:
             h = histories[i % len(histories)].tolist()
-            return retrieval.Retrieve(retrieval_pb2.RetrieveRequest(
-                user_id="bench", recent_item_ids=h, k=k), timeout=10)
+            return retrieval.Retrieve(
+                retrieval_pb2.RetrieveRequest(user_id="bench", recent_item_ids=h, k=k), timeout=10
+            )
 
         def rank(i: int) -> Awaitable[object]:
-            return ranking.Rank(ranking_pb2.RankRequest(
-                user_id="bench", recent_item_ids=histories[i % len(histories)].tolist(),
-                candidate_item_ids=candidates[i % len(candidates)].tolist(),
-                num_items=10), timeout=10)
+            return ranking.Rank(
+                ranking_pb2.RankRequest(
+                    user_id="bench",
+                    recent_item_ids=histories[i % len(histories)].tolist(),
+                    candidate_item_ids=candidates[i % len(candidates)].tolist(),
+                    num_items=10,
+                ),
+                timeout=10,
+            )
 
         def recommend(i: int) -> Awaitable[object]:
-            return gateway.Recommend(gateway_pb2.RecommendRequest(
-                user_id=f"u{i % 2000:06d}", num_items=10), timeout=10)
+            return gateway.Recommend(
+                gateway_pb2.RecommendRequest(user_id=f"u{i % 2000:06d}", num_items=10), timeout=10
+            )
 
-        for name, call in (("Retrieve k=%d" % k, retrieve), ("Rank %d cands" % k, rank),
-                           ("Recommend N=10", recommend)):
+        for name, call in (
+            (f"Retrieve k={k}", retrieve),
+            (f"Rank {k} cands", rank),
+            ("Recommend N=10", recommend),
+        ):
             for c in concurrencies:
                 p50, p99, rps = await drive(call, requests, c)
                 rows.append((name, c, p50, p99, rps))
@@ -171,20 +207,25 @@ def main() -> int:
 
     ports, procs = start_services(version_dir)
     try:
-        rows = asyncio.run(service_runs(ports, histories, args.k, args.requests,
-                                        args.concurrency, candidates))
+        rows = asyncio.run(
+            service_runs(ports, histories, args.k, args.requests, args.concurrency, candidates)
+        )
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(timeout=30)
 
-    print(f"# conditions: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, torch/FAISS threads 1, "
-          f"{args.requests} requests per cell after 20 warm-up calls, services and client on "
-          f"one machine over loopback; artifact {version_dir.name}")
-    print(f"in-process medians: retrieve k={args.k} {local['retrieve']:.2f} ms, "
-          f"rank {args.k} candidates {local['rank']:.2f} ms")
+    print(
+        f"# conditions: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, torch/FAISS threads 1, "
+        f"{args.requests} requests per cell after 20 warm-up calls, services and client on "
+        f"one machine over loopback; artifact {version_dir.name}"
+    )
+    print(
+        f"in-process medians: retrieve k={args.k} {local['retrieve']:.2f} ms, "
+        f"rank {args.k} candidates {local['rank']:.2f} ms"
+    )
     print("| call | concurrency | p50 ms | p99 ms | requests/s |")
     print("|---|---|---|---|---|")
     for name, c, p50, p99, rps in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from pipeline.train import TrainingConfig, train_all
+from recdata.schema import Dataset
 from recdata.synthetic import generate
 from services.executor import set_compute_threads
 from services.logs import configure_logging
@@ -27,16 +29,54 @@ def write_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(args: argparse.Namespace) -> int:
+def load_data(args: argparse.Namespace) -> Dataset:
+    """The synthetic set, or a real one through its loader (bad rows reported, not fatal)."""
+    if args.dataset == "synthetic":
+        return generate(args.items, args.users, args.events_per_user, args.seed)
+    if args.data is None:
+        raise SystemExit(f"--dataset {args.dataset} needs --data PATH (see docs/data.md)")
+    from recdata.loaders import load_dataset
 
-    ds = generate(args.items, args.users, args.events_per_user, args.seed)
-    config = TrainingConfig()
+    dataset, report = load_dataset(args.dataset, args.data)
+    print(report.summary(), flush=True)
+    return dataset
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    config = TrainingConfig.for_dataset(args.dataset)
     if args.epochs is not None:
         config.tagger.epochs = config.two_tower.epochs = config.ranker.epochs = args.epochs
-    version_dir = train_all(
-        ds, Path(args.artifacts), config, progress=lambda line: print(line, flush=True)
+    return config
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def train(args: argparse.Namespace) -> int:
+    dataset = load_data(args)
+    train_all(dataset, Path(args.artifacts), training_config(args), _progress)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from evaluation.report import run_evaluation
+
+    dataset = load_data(args)
+    result = run_evaluation(
+        dataset,
+        Path(args.artifacts),
+        training_config(args),
+        baselines=args.baselines,
+        max_users=args.max_users,
+        retrain=args.retrain,
+        tags=not args.skip_tags,
+        progress=_progress,
     )
-    print(f"published {version_dir}")
+    print(result.markdown())
+    if args.report:
+        args.report.write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {args.report}")
     return 0
 
 
