@@ -37,9 +37,16 @@ from recdata.artifacts import data_fingerprint, publish, write_manifest
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recdata.schema import Dataset, validate_dataset
-from recdata.split import UserSequences, leave_last_out, popularity_counts, user_sequences
+from recdata.split import (
+    LeaveLastOutSplit,
+    UserSequences,
+    leave_last_out,
+    popularity_counts,
+    user_sequences,
+)
+from retrieval.covisitation import CoVisitation
 from retrieval.index import ItemIndex, build_index
-from retrieval.retriever import save_retrieval
+from retrieval.retriever import Retriever, save_retrieval
 from retrieval.train import (
     TwoTowerTrainConfig,
     item_embeddings,
@@ -65,7 +72,7 @@ class TrainingConfig:
 
     @classmethod
     def for_dataset(cls, name: str) -> TrainingConfig:
-        """Defaults per data set; every value is recorded in the manifest."""
+        """Defaults per data set (one set today); every value lands in the manifest."""
         return cls()
 
 
@@ -150,21 +157,34 @@ def train_all(
     embeddings = item_embeddings(two_tower, items)
     index = build_index(embeddings, config.index_kind)
     item_index = ItemIndex(index, embeddings, items.categories, len(items.category_names))
+    # The ranker's training candidates and features come from co-visitation over the same
+    # positions retrieval trained on; the served table uses every training event.
+    covisitation = CoVisitation.fit(split.train, len(items))
+    retriever = Retriever(
+        items, two_tower, item_index, CoVisitation.fit(retrieval_train, len(items))
+    )
     done()
 
     rng = np.random.default_rng(config.two_tower.seed)
     done = _stage(progress, "ranking")
-    examples, validation = _ranking_data(
-        split, items, two_tower, embeddings, item_index, config.ranker, rng
+    examples, validation = _ranking_data(split, retriever, config.ranker, rng)
+    ranker, ranker_fit = train_ranker(
+        examples,
+        validation,
+        items,
+        config.ranker,
+        progress,
+        covisitation=retriever.covisitation,
     )
-    ranker, ranker_fit = train_ranker(examples, validation, items, config.ranker, progress)
     done()
 
     def write(directory: Path) -> None:
         items.save(directory / "items")
         UserHistoryStore.from_sequences(split.full, items).save(directory / "users")
-        save_retrieval(directory / "retrieval", two_tower, embeddings, index, config.index_kind)
-        save_ranker(directory / "ranking", ranker)
+        save_retrieval(
+            directory / "retrieval", two_tower, embeddings, index, config.index_kind, covisitation
+        )
+        save_ranker(directory / "ranking", ranker, covisitation)
         tagger.save(directory / "tagging")
         catalog_tags.save(directory / "tagging")
 
@@ -242,23 +262,14 @@ def _publish(
     return version_dir
 
 
-def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    safe = np.where(rows >= 0, rows, 0)
-    return np.einsum("ud,ukd->uk", user_vecs, embeddings[safe]).astype(np.float32)
-
-
 def _ranking_data(
-    split: Any,
-    items: ItemTable,
-    two_tower: Any,
-    embeddings: np.ndarray,
-    item_index: ItemIndex,
+    split: LeaveLastOutSplit,
+    retriever: Retriever,
     cfg: RankerTrainConfig,
     rng: np.random.Generator,
 ) -> tuple[RankingExamples, RankingValidation]:
-    """Training examples from each user's most recent training positions, with retrieval's
-    candidates as hard negatives; validation = reranking retrieval's top-K for the
-    validation target."""
+    """Examples from each user's most recent training positions (held out from retrieval
+    training); candidates are exactly what the retrieval service would return for them."""
     histories: list[np.ndarray] = []
     targets: list[int] = []
     for seq in split.train.sequences:
@@ -268,21 +279,19 @@ def _ranking_data(
             histories.append(seq[:t])
             targets.append(int(seq[t]))
     target_arr = np.array(targets, np.int64)
-    vecs = user_embeddings(two_tower, histories, items)
-    pool = item_index.search_many(vecs, RANKING_CANDIDATES, _exclusions(histories))
+    pool, _ = retriever.retrieve_rows_many(histories, RANKING_CANDIDATES)
     # Keep examples whose target retrieval actually returns: at serving the ranker only ever
     # sees retrieved candidates, so positives and negatives must come from that same set.
-    retrieved = (pool == target_arr[:, None]).any(axis=1)
-    keep = np.flatnonzero(retrieved)
+    keep = np.flatnonzero((pool == target_arr[:, None]).any(axis=1))
     histories = [histories[i] for i in keep]
-    target_arr, vecs, pool = target_arr[keep], vecs[keep], pool[keep]
-    candidates = sample_negatives(target_arr, pool, len(items), cfg, rng)
-    examples = RankingExamples(histories, candidates, _dot_scores(vecs, embeddings, candidates))
+    target_arr, pool = target_arr[keep], pool[keep]
+    candidates = sample_negatives(target_arr, pool, len(retriever.items), cfg, rng)
+    # Retrieval scores of the sampled rows (random negatives included): user · item vector.
+    vecs = user_embeddings(retriever.model, histories, retriever.items)
+    embeddings = retriever.index.embeddings[candidates]
+    scores = np.einsum("ud,ukd->uk", vecs, embeddings).astype(np.float32)
+    examples = RankingExamples(histories, candidates, scores)
 
     val_hist = list(split.train.sequences)
-    val_vecs = user_embeddings(two_tower, val_hist, items)
-    val_cands = item_index.search_many(val_vecs, RANKING_CANDIDATES, _exclusions(val_hist))
-    validation = RankingValidation(
-        val_hist, val_cands, _dot_scores(val_vecs, embeddings, val_cands), split.validation_targets
-    )
-    return examples, validation
+    val_cands, val_scores = retriever.retrieve_rows_many(val_hist, RANKING_CANDIDATES)
+    return examples, RankingValidation(val_hist, val_cands, val_scores, split.validation_targets)

@@ -11,6 +11,8 @@ Dense features per (user, candidate), in this order:
   same_category        share of the user's recent items in the candidate's category
   same_brand           share of the user's recent items of the candidate's brand
   tag_affinity         candidate tags · the user's mean tag vector over recent items
+  covisitation         log1p of the co-visitation votes of the user's newest items for the
+                       candidate (the table ships in the ranking artifact)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from recdata.items import ItemTable
+from retrieval.covisitation import CoVisitation
 
 DENSE_FEATURES = (
     "retrieval_score",
@@ -29,6 +32,7 @@ DENSE_FEATURES = (
     "same_category",
     "same_brand",
     "tag_affinity",
+    "covisitation",
 )
 MAX_HISTORY = 20
 
@@ -46,8 +50,14 @@ class RankingBatch:
 
 
 class FeatureBuilder:
-    def __init__(self, items: ItemTable, max_history: int = MAX_HISTORY) -> None:
+    def __init__(
+        self,
+        items: ItemTable,
+        max_history: int = MAX_HISTORY,
+        covisitation: CoVisitation | None = None,
+    ) -> None:
         self.items = items
+        self.covisitation = covisitation
         self.max_history = max_history
         pop = np.log1p(items.popularity.astype(np.float32))
         self._log_pop = pop / max(float(pop.max()), 1e-6)
@@ -94,8 +104,13 @@ class FeatureBuilder:
         else:
             scores = retrieval_scores.astype(np.float32)
             has_scores = np.ones((b, c), np.float32)
+        if self.covisitation is not None:
+            covis = np.log1p(self.covisitation.pair_scores(hist, candidates, pad=n))
+        else:
+            covis = np.zeros((b, c), np.float32)
         dense = np.stack(
-            [scores, has_scores, self._log_pop[candidates], same_cat, same_brand, affinity], axis=-1
+            [scores, has_scores, self._log_pop[candidates], same_cat, same_brand, affinity, covis],
+            axis=-1,
         ).astype(np.float32)
         return RankingBatch(
             history=torch.from_numpy(hist),

@@ -12,6 +12,8 @@ import torch
 from ranking.features import DENSE_FEATURES, FeatureBuilder
 from ranking.model import Ranker, RankerConfig
 from recdata.items import ItemTable
+from retrieval.covisitation import FILE as COVIS_FILE
+from retrieval.covisitation import CoVisitation
 
 MODEL_FILE = "ranker.pt"
 CONFIG_FILE = "ranker.json"
@@ -30,8 +32,10 @@ class Ranked:
     scores: np.ndarray
 
 
-def save_ranker(directory: Path, model: Ranker) -> None:
+def save_ranker(directory: Path, model: Ranker, covisitation: CoVisitation | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    if covisitation is not None:  # a copy: the ranking service deploys on its own
+        covisitation.save(directory)
     torch.save(model.state_dict(), directory / MODEL_FILE)
     (directory / CONFIG_FILE).write_text(
         json.dumps({"model": model.cfg.to_dict(), "dense_features": list(DENSE_FEATURES)})
@@ -39,10 +43,12 @@ def save_ranker(directory: Path, model: Ranker) -> None:
 
 
 class RankingScorer:
-    def __init__(self, items: ItemTable, model: Ranker) -> None:
+    def __init__(
+        self, items: ItemTable, model: Ranker, covisitation: CoVisitation | None = None
+    ) -> None:
         self.items = items
         self.model = model
-        self.features = FeatureBuilder(items)
+        self.features = FeatureBuilder(items, covisitation=covisitation)
 
     @classmethod
     def load(cls, version_dir: Path) -> RankingScorer:
@@ -59,7 +65,8 @@ class RankingScorer:
             torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         )
         model.eval()
-        return cls(items, model)
+        covisitation = CoVisitation.load(directory) if (directory / COVIS_FILE).exists() else None
+        return cls(items, model, covisitation)
 
     @torch.inference_mode()
     def rank(

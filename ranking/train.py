@@ -16,6 +16,7 @@ from evaluation.metrics import ndcg_at_k
 from ranking.features import FeatureBuilder
 from ranking.model import Ranker, RankerConfig
 from recdata.items import ItemTable
+from retrieval.covisitation import CoVisitation
 
 Progress = Callable[[str], None]
 
@@ -28,7 +29,7 @@ class RankerTrainConfig:
     dim: int = 32
     hard_negatives: int = 8
     random_negatives: int = 2
-    examples_per_user: int = 5  # the most recent positions, held out from retrieval training
+    examples_per_user: int = 10  # the most recent positions, held out from retrieval training
     patience: int = 2
     drop_retrieval_score: float = 0.1  # so a caller without scores still gets good order
     seed: int = 0
@@ -114,10 +115,11 @@ def train_ranker(
     items: ItemTable,
     cfg: RankerTrainConfig,
     progress: Progress | None = None,
+    covisitation: CoVisitation | None = None,
 ) -> tuple[Ranker, dict[str, float]]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    features = FeatureBuilder(items)
+    features = FeatureBuilder(items, covisitation=covisitation)
     model = Ranker(
         RankerConfig(
             num_items=len(items),

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from recdata.items import ItemTable
+from retrieval.covisitation import FILE as COVIS_FILE
+from retrieval.covisitation import CoVisitation, fuse
 from retrieval.history import pad_histories
 from retrieval.index import ItemIndex
 from retrieval.model import TwoTower, TwoTowerConfig
@@ -24,16 +26,24 @@ INDEX_FILE = "items.faiss"
 @dataclass
 class Candidates:
     item_ids: np.ndarray  # int64 external ids, best first
-    scores: np.ndarray  # float32
+    scores: np.ndarray  # float32, descending: the fused ranking score
+    two_tower_scores: np.ndarray  # float32 user · item inner products (the ranker's feature)
     cold_start: bool
     unknown_recent_items: int
     exhausted: bool
 
 
 def save_retrieval(
-    directory: Path, model: TwoTower, embeddings: np.ndarray, index: faiss.Index, index_kind: str
+    directory: Path,
+    model: TwoTower,
+    embeddings: np.ndarray,
+    index: faiss.Index,
+    index_kind: str,
+    covisitation: CoVisitation | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    if covisitation is not None:
+        covisitation.save(directory)
     torch.save(model.state_dict(), directory / MODEL_FILE)
     (directory / CONFIG_FILE).write_text(
         json.dumps({"model": model.cfg.to_dict(), "index_kind": index_kind})
@@ -43,10 +53,22 @@ def save_retrieval(
 
 
 class Retriever:
-    def __init__(self, items: ItemTable, model: TwoTower, index: ItemIndex) -> None:
+    """Two sources, fused: the two-tower model over FAISS (exact-k under filters) and, when
+    the artifact has one, item co-visitation of the user's newest items."""
+
+    def __init__(
+        self,
+        items: ItemTable,
+        model: TwoTower,
+        index: ItemIndex,
+        covisitation: CoVisitation | None = None,
+        covisitation_share: float = 1.0,
+    ) -> None:
         self.items = items
         self.model = model
         self.index = index
+        self.covisitation = covisitation
+        self.covisitation_share = covisitation_share
         # Cold-start order: most popular first, ties broken by row for determinism.
         self.popular_rows = np.lexsort((np.arange(len(items)), -items.popularity))
         pop = np.log1p(items.popularity[self.popular_rows])
@@ -70,7 +92,8 @@ class Retriever:
             len(items.category_names),
             device=device,
         )
-        return cls(items, model, index)
+        covisitation = CoVisitation.load(directory) if (directory / COVIS_FILE).exists() else None
+        return cls(items, model, index, covisitation)
 
     @torch.inference_mode()
     def user_vector(self, history_rows: np.ndarray) -> np.ndarray:
@@ -94,19 +117,63 @@ class Retriever:
         inc = self.items.category_rows(include_categories or [])
         exc = self.items.category_rows(exclude_categories or [])
         if include_categories and len(inc) == 0:  # only unknown categories: nothing eligible
-            return Candidates(
-                np.empty(0, np.int64), np.empty(0, np.float32), False, int((~known).sum()), True
-            )
+            empty = np.empty(0, np.float32)
+            return Candidates(np.empty(0, np.int64), empty, empty, False, int((~known).sum()), True)
         if len(history) == 0:
             return self._popular(k, exclude_rows, inc, exc, int((~known).sum()))
-        result = self.index.search(self.user_vector(history), k, exclude_rows, inc, exc)
+        user = self.user_vector(history)
+        result = self.index.search(user, k, exclude_rows, inc, exc)
+        rows, scores, inner = result.rows, result.scores, result.scores
+        if self.covisitation is not None:
+            covisited, _ = self.covisitation.candidates(
+                history, self._covis_k(k), exclude=exclude_rows
+            )
+            covisited = covisited[self._category_ok(covisited, inc, exc)]
+            rows, scores = fuse(rows, covisited, k)
+            inner = (self.index.embeddings[rows] @ user).astype(np.float32)
         return Candidates(
-            self.items.item_ids[result.rows],
-            result.scores,
+            self.items.item_ids[rows],
+            scores,
+            inner,
             False,
             int((~known).sum()),
             result.exhausted,
         )
+
+    def _covis_k(self, k: int) -> int:
+        return max(1, int(k * self.covisitation_share))
+
+    def _category_ok(self, rows: np.ndarray, inc: np.ndarray, exc: np.ndarray) -> np.ndarray:
+        cats = self.items.categories[rows]
+        ok = np.ones(len(rows), bool)
+        if len(inc):
+            ok &= np.isin(cats, inc)
+        if len(exc):
+            ok &= ~np.isin(cats, exc)
+        return ok
+
+    def retrieve_rows_many(
+        self, histories: list[np.ndarray], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched retrieval by item rows, each user's history excluded (evaluation and the
+        ranker's training data: the very candidates the service would return)."""
+        from retrieval.train import user_embeddings
+
+        vecs = user_embeddings(self.model, histories, self.items)
+        exclusions = [np.unique(h) for h in histories]
+        primary = self.index.search_many(vecs, k, exclusions)
+        rows = np.full((len(histories), k), -1, np.int64)
+        for i, history in enumerate(histories):
+            first = primary[i][primary[i] >= 0]
+            if self.covisitation is not None:
+                covisited, _ = self.covisitation.candidates(
+                    history, self._covis_k(k), exclude=exclusions[i]
+                )
+                first, _ = fuse(first, covisited, k)
+            rows[i, : len(first)] = first
+        safe = np.where(rows >= 0, rows, 0)
+        scores = np.einsum("ud,ukd->uk", vecs, self.index.embeddings[safe]).astype(np.float32)
+        return rows, scores
 
     def _popular(
         self, k: int, exclude_rows: np.ndarray, inc: np.ndarray, exc: np.ndarray, unknown: int
@@ -115,4 +182,6 @@ class Retriever:
         eligible = mask[self.popular_rows]
         rows = self.popular_rows[eligible][:k]
         scores = self.popular_scores[eligible][:k]
-        return Candidates(self.items.item_ids[rows], scores, True, unknown, len(rows) < k)
+        return Candidates(
+            self.items.item_ids[rows], scores, np.zeros_like(scores), True, unknown, len(rows) < k
+        )

@@ -20,13 +20,13 @@ Progress = Callable[[str], None]
 
 @dataclass
 class TwoTowerTrainConfig:
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 512
     lr: float = 3e-3
     dim: int = 64
     seed: int = 0
     id_dropout: float = 0.2  # teaches the item tower to work from content alone (new items)
-    max_examples_per_user: int = 100
+    max_examples_per_user: int = 1000
 
 
 def training_examples(

@@ -191,7 +191,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
                         user_id=user,
                         recent_item_ids=history.tolist(),
                         candidate_item_ids=candidates.item_ids,
-                        candidate_scores=candidates.scores,
+                        candidate_scores=candidates.two_tower_scores,
                         num_items=num_items,
                     ),
                     timeout=max(0.001, (deadline - time.monotonic()) * cfg.ranking_share),

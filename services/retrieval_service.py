@@ -97,4 +97,5 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             cold_start=result.cold_start,
             unknown_recent_items=result.unknown_recent_items,
             exhausted=result.exhausted,
+            two_tower_scores=np.asarray(result.two_tower_scores, np.float32).tolist(),
         )

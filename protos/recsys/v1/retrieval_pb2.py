@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/retrieval.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"m\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.recsys.v1.ItemFilter\"\x90\x01\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x1c\n\x14unknown_recent_items\x18\x05 \x01(\x05\x12\x11\n\texhausted\x18\x06 \x01(\x08\x32W\n\x10RetrievalService\x12\x43\n\x08Retrieve\x12\x1a.recsys.v1.RetrieveRequest\x1a\x1b.recsys.v1.RetrieveResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/retrieval.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"m\n\x0fRetrieveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.recsys.v1.ItemFilter\"\xaa\x01\n\x10RetrieveResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12\x1c\n\x14unknown_recent_items\x18\x05 \x01(\x05\x12\x11\n\texhausted\x18\x06 \x01(\x08\x12\x18\n\x10two_tower_scores\x18\x07 \x03(\x02\x32W\n\x10RetrievalService\x12\x43\n\x08Retrieve\x12\x1a.recsys.v1.RetrieveRequest\x1a\x1b.recsys.v1.RetrieveResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRIEVEREQUEST']._serialized_start=64
   _globals['_RETRIEVEREQUEST']._serialized_end=173
   _globals['_RETRIEVERESPONSE']._serialized_start=176
-  _globals['_RETRIEVERESPONSE']._serialized_end=320
-  _globals['_RETRIEVALSERVICE']._serialized_start=322
-  _globals['_RETRIEVALSERVICE']._serialized_end=409
+  _globals['_RETRIEVERESPONSE']._serialized_end=346
+  _globals['_RETRIEVALSERVICE']._serialized_start=348
+  _globals['_RETRIEVALSERVICE']._serialized_end=435
 # @@protoc_insertion_point(module_scope)

@@ -20,17 +20,19 @@ class RetrieveRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_common_pb2.ItemFilter, _Mapping]] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("item_ids", "scores", "model_version", "cold_start", "unknown_recent_items", "exhausted")
+    __slots__ = ("item_ids", "scores", "model_version", "cold_start", "unknown_recent_items", "exhausted", "two_tower_scores")
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_RECENT_ITEMS_FIELD_NUMBER: _ClassVar[int]
     EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    TWO_TOWER_SCORES_FIELD_NUMBER: _ClassVar[int]
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
     model_version: str
     cold_start: bool
     unknown_recent_items: int
     exhausted: bool
-    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ..., unknown_recent_items: _Optional[int] = ..., exhausted: _Optional[bool] = ...) -> None: ...
+    two_tower_scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ..., unknown_recent_items: _Optional[int] = ..., exhausted: _Optional[bool] = ..., two_tower_scores: _Optional[_Iterable[float]] = ...) -> None: ...

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+
+from recdata.split import UserSequences
+from retrieval.covisitation import CoVisitation, fuse
+
+
+def _sequences() -> UserSequences:
+    # Item 1 is always followed by item 2; item 3 by item 4; 0 and 5 are noise.
+    seqs = [np.array([0, 1, 2, 5]), np.array([3, 4, 1, 2]), np.array([1, 2, 3, 4]),
+            np.array([5, 3, 4, 0])]
+    return UserSequences([f"u{i}" for i in range(len(seqs))], seqs)
+
+
+def test_the_item_that_always_follows_wins() -> None:
+    covis = CoVisitation.fit(_sequences(), num_items=6, window=1, top=3)
+    rows, scores = covis.candidates(np.array([3, 1]), k=3)
+    assert rows[0] == 2  # 1 is the newest item: its follower leads
+    assert 4 in rows
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_candidates_respect_exclusions_and_eligibility() -> None:
+    covis = CoVisitation.fit(_sequences(), num_items=6, window=2, top=5)
+    eligible = np.array([True, True, False, True, True, True])
+    rows, _ = covis.candidates(np.array([1]), k=5, eligible=eligible, exclude=np.array([0]))
+    assert 2 not in rows and 0 not in rows
+
+
+def test_pair_scores_agree_with_candidate_votes() -> None:
+    covis = CoVisitation.fit(_sequences(), num_items=6, window=2, top=5)
+    history = np.array([3, 1])
+    rows, scores = covis.candidates(history, k=5)
+    padded = np.array([[6, 6, 3, 1]])  # right-aligned, 6 = padding
+    pair = covis.pair_scores(padded, rows[None, :], pad=6)[0]
+    np.testing.assert_allclose(pair, scores, rtol=1e-5)
+
+
+def test_fuse_keeps_every_primary_row_when_k_allows_and_stays_distinct() -> None:
+    primary = np.array([10, 11, 12, 13])
+    secondary = np.array([12, 20, 21])
+    rows, scores = fuse(primary, secondary, k=4)
+    assert len(rows) == 4 and len(set(rows.tolist())) == 4
+    assert rows[0] == 12  # in both lists
+    assert list(scores) == sorted(scores, reverse=True)
+    rows, _ = fuse(primary, secondary, k=10)
+    assert set(rows.tolist()) == {10, 11, 12, 13, 20, 21}
