@@ -14,8 +14,7 @@ from evaluation.harness import (
     evaluate_served_pipeline,
 )
 from evaluation.tags import evaluate_tags, tags_markdown
-from pipeline.train import TrainingConfig, train_all
-from recdata.artifacts import ArtifactError, data_fingerprint, read_manifest, resolve
+from pipeline.train import TrainingConfig, reusable_version, train_all
 from recdata.items import ItemTable
 from recdata.schema import Dataset
 from recdata.split import leave_last_out, user_sequences
@@ -54,18 +53,9 @@ def trained_version(
     dataset: Dataset, artifact_root: Path, config: TrainingConfig, retrain: bool, progress: Progress
 ) -> Path:
     """The newest artifact trained on exactly this data, or a freshly trained one."""
-    if not retrain:
-        try:
-            version_dir = resolve(artifact_root)
-            manifest = read_manifest(version_dir)
-            fingerprint = data_fingerprint(dataset.items, dataset.interactions)
-            if manifest.get("data_fingerprint") == fingerprint and "retrieval" in manifest.get(
-                "components", ["retrieval"]
-            ):
-                progress(f"reusing {version_dir} (trained on the same data)")
-                return version_dir
-        except (ArtifactError, OSError):
-            pass
+    if not retrain and (version_dir := reusable_version(artifact_root, dataset)) is not None:
+        progress(f"reusing {version_dir} (trained on the same data)")
+        return version_dir
     return train_all(dataset, artifact_root, config, progress)
 
 

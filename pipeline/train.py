@@ -25,6 +25,7 @@ from evaluation.harness import (
     evaluate_baselines,
     evaluate_served_pipeline,
 )
+from ranking.features import DENSE_FEATURES
 from ranking.scorer import save_ranker
 from ranking.train import (
     RankerTrainConfig,
@@ -33,7 +34,14 @@ from ranking.train import (
     sample_negatives,
     train_ranker,
 )
-from recdata.artifacts import data_fingerprint, publish, write_manifest
+from recdata.artifacts import (
+    ArtifactError,
+    data_fingerprint,
+    publish,
+    read_manifest,
+    resolve,
+    write_manifest,
+)
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recdata.schema import Dataset, validate_dataset
@@ -88,6 +96,22 @@ def _stage(progress: Progress, name: str) -> Callable[[], None]:
 
 def _exclusions(histories: list[np.ndarray]) -> list[np.ndarray]:
     return [np.unique(h) for h in histories]
+
+
+def reusable_version(artifact_root: Path, dataset: Dataset) -> Path | None:
+    """The newest complete version trained on exactly this data by a compatible build
+    (same ranking feature schema), or None."""
+    try:
+        version_dir = resolve(artifact_root)
+        manifest = read_manifest(version_dir)
+    except (ArtifactError, OSError, ValueError):
+        return None
+    same_data = manifest.get("data_fingerprint") == data_fingerprint(
+        dataset.items, dataset.interactions
+    )
+    same_schema = manifest.get("feature_schema") == list(DENSE_FEATURES)
+    complete = "retrieval" in manifest.get("components", [])
+    return version_dir if same_data and same_schema and complete else None
 
 
 def train_all(
@@ -247,6 +271,7 @@ def _publish(
             "dataset": dataset.name,
             "data_fingerprint": fingerprint,
             "components": components,
+            "feature_schema": list(DENSE_FEATURES),
             "metrics": metrics,
             "training_config": {
                 "tagger": asdict(config.tagger),

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recdata.artifacts import ArtifactError, data_fingerprint, read_manifest, resolve
+from recdata.artifacts import read_manifest
 from recdata.feature_store import UserHistoryStore
 from recdata.synthetic import generate
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc
@@ -85,16 +85,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _trained(dataset, args: argparse.Namespace) -> Path:
-    fingerprint = data_fingerprint(dataset.items, dataset.interactions)
-    if not args.retrain:
-        try:
-            version_dir = resolve(args.artifacts)
-            if read_manifest(version_dir).get("data_fingerprint") == fingerprint:
-                say(f"reusing trained artifacts {version_dir} (same data; --retrain to redo)")
-                return version_dir
-        except (ArtifactError, OSError, KeyError, ValueError):
-            pass
-    from pipeline.train import TrainingConfig, train_all
+    from pipeline.train import TrainingConfig, reusable_version, train_all
+
+    if not args.retrain and (version_dir := reusable_version(args.artifacts, dataset)):
+        say(f"reusing trained artifacts {version_dir} (same data; --retrain to redo)")
+        return version_dir
 
     say("training tag model, two-tower retrieval + FAISS index, ranker")
     return train_all(

@@ -8,8 +8,12 @@ from retrieval.covisitation import CoVisitation, fuse
 
 def _sequences() -> UserSequences:
     # Item 1 is always followed by item 2; item 3 by item 4; 0 and 5 are noise.
-    seqs = [np.array([0, 1, 2, 5]), np.array([3, 4, 1, 2]), np.array([1, 2, 3, 4]),
-            np.array([5, 3, 4, 0])]
+    seqs = [
+        np.array([0, 1, 2, 5]),
+        np.array([3, 4, 1, 2]),
+        np.array([1, 2, 3, 4]),
+        np.array([5, 3, 4, 0]),
+    ]
     return UserSequences([f"u{i}" for i in range(len(seqs))], seqs)
 
 
