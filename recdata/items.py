@@ -52,6 +52,8 @@ class ItemTable:
     popularity: np.ndarray  # float32 (N,) training interaction counts
     tag_names: list[str] = field(default_factory=list)
     tag_matrix: np.ndarray | None = None  # uint8 (N, len(tag_names)) catalogue tags
+    # The source's own ids (string SKUs …) when the loader had to map them to ints.
+    external_ids: list[str] | None = None
     _sorted_ids: np.ndarray = field(init=False, repr=False)
     _sorted_rows: np.ndarray = field(init=False, repr=False)
 
@@ -95,6 +97,11 @@ class ItemTable:
         return cls(
             item_ids=items["item_id"].to_numpy(dtype=np.int64),
             titles=items["title"].astype(str).tolist(),
+            external_ids=(
+                items["external_id"].astype(str).tolist()
+                if "external_id" in items.columns
+                else None
+            ),
             category_names=category_names,
             categories=items["category"].astype(str).map(cat_index).to_numpy(dtype=np.int64),
             brand_names=brand_names,
@@ -139,6 +146,7 @@ class ItemTable:
         np.savez(directory / "items.npz", **arrays)
         meta = {
             "titles": self.titles,
+            "external_ids": self.external_ids,
             "category_names": self.category_names,
             "brand_names": self.brand_names,
             "tag_names": self.tag_names,
@@ -152,6 +160,7 @@ class ItemTable:
         return cls(
             item_ids=arrays["item_ids"],
             titles=meta["titles"],
+            external_ids=meta.get("external_ids"),
             category_names=meta["category_names"],
             categories=arrays["categories"],
             brand_names=meta["brand_names"],

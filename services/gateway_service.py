@@ -256,6 +256,9 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
                     title=self.items.titles[row] if ok else "",
                     category=self.items.category_names[self.items.categories[row]] if ok else "",
                     tags=tags.get(item_id, []),
+                    external_id=(
+                        self.items.external_ids[row] if ok and self.items.external_ids else ""
+                    ),
                 )
             )
         return out

@@ -45,3 +45,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.titles == table.titles
     assert loaded.category_names[loaded.categories[0]] == "shoes"
     np.testing.assert_array_equal(loaded.text_tokens, table.text_tokens)
+
+
+def test_external_ids_survive_save_and_load(tmp_path: Path) -> None:
+    frame = _items().assign(external_id=["SKU-A", "SKU-B", "85123A"])
+    table = ItemTable.from_frame(frame)
+    table.save(tmp_path)
+    loaded = ItemTable.load(tmp_path)
+    rows, _ = loaded.rows_of(np.array([7]))
+    assert loaded.external_ids is not None
+    assert loaded.external_ids[rows[0]] == "SKU-B"
+    assert ItemTable.from_frame(_items()).external_ids is None

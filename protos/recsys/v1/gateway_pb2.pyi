@@ -26,18 +26,20 @@ class RecommendRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., recent_item_ids: _Optional[_Iterable[int]] = ..., num_items: _Optional[int] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ..., include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., allow_seen_items: _Optional[bool] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "category", "tags")
+    __slots__ = ("item_id", "score", "title", "category", "tags", "external_id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     score: float
     title: str
     category: str
     tags: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tag]
-    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[_common_pb2.Tag, _Mapping]]] = ...) -> None: ...
+    external_id: str
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., tags: _Optional[_Iterable[_Union[_common_pb2.Tag, _Mapping]]] = ..., external_id: _Optional[str] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "milliseconds")
