@@ -53,7 +53,8 @@ from recdata.split import (
     user_sequences,
 )
 from retrieval.covisitation import CoVisitation
-from retrieval.index import ItemIndex, build_index
+from retrieval.index import IndexConfig, ItemIndex
+from retrieval.index_quality import build_and_assess
 from retrieval.retriever import Retriever, save_retrieval
 from retrieval.train import (
     TwoTowerTrainConfig,
@@ -75,7 +76,7 @@ class TrainingConfig:
     tagger: TaggerTrainConfig = field(default_factory=TaggerTrainConfig)
     two_tower: TwoTowerTrainConfig = field(default_factory=TwoTowerTrainConfig)
     ranker: RankerTrainConfig = field(default_factory=RankerTrainConfig)
-    index_kind: str = "flat"
+    index: IndexConfig = field(default_factory=IndexConfig)
     max_eval_users: int = 5000
 
     @classmethod
@@ -179,7 +180,14 @@ def train_all(
     )
     two_tower = train_two_tower(retrieval_train, items, config.two_tower, progress=progress)
     embeddings = item_embeddings(two_tower, items)
-    index = build_index(embeddings, config.index_kind)
+    # Measure the configured index against exact search on held-out users' vectors (the
+    # queries it will serve); the service refuses a version below its recall floor.
+    held_out = user_embeddings(two_tower, list(split.train.sequences[:2000]), items)
+    index, index_quality = build_and_assess(embeddings, held_out, RANKING_CANDIDATES, config.index)
+    progress(
+        f"index {config.index.kind}: recall@{RANKING_CANDIDATES} vs exact "
+        f"{index_quality.recall:.4f} on {index_quality.queries} held-out users"
+    )
     item_index = ItemIndex(index, embeddings, items.categories, len(items.category_names))
     # The ranker's training candidates and features come from co-visitation over the same
     # positions retrieval trained on; the served table uses every training event.
@@ -206,7 +214,7 @@ def train_all(
         items.save(directory / "items")
         UserHistoryStore.from_sequences(split.full, items).save(directory / "users")
         save_retrieval(
-            directory / "retrieval", two_tower, embeddings, index, config.index_kind, covisitation
+            directory / "retrieval", two_tower, embeddings, index, config.index.kind, covisitation
         )
         save_ranker(directory / "ranking", ranker, covisitation)
         tagger.save(directory / "tagging")
@@ -229,7 +237,7 @@ def train_all(
                 "eval_users": report.users,
             },
             "dims": {"embedding": int(embeddings.shape[1]), "tags": len(catalog_tags.tag_names)},
-            "index": {"kind": config.index_kind},
+            "index": index_quality.to_dict(),
             "evaluation": "leave-last-out by time; full catalogue; seen items excluded",
         }
 

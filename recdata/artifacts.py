@@ -52,6 +52,32 @@ def resolve(path: str | Path) -> Path:
     return version_dir
 
 
+def artifact_root(path: str | Path) -> Path:
+    """The root holding LATEST, given the root or one of its version directories."""
+    path = Path(path)
+    return path.parent if (path / MANIFEST).is_file() else path
+
+
+def resolve_version(path: str | Path, version: str | None) -> Path:
+    """`version` under the artifact root; with no version, `path` itself when it is a
+    version directory, else what the root's LATEST names."""
+    path = Path(path)
+    if not version:
+        return resolve(path)
+    if "/" in version or version in {".", ".."}:
+        raise ArtifactError(f"version must be a directory name, got {version!r}")
+    root = artifact_root(path)
+    version_dir = root / version
+    if not (version_dir / MANIFEST).is_file():
+        raise ArtifactError(f"no artifact version {version!r} under {root}")
+    return version_dir
+
+
+def latest_version(path: str | Path) -> str:
+    """The version name LATEST points at, under the root of `path`."""
+    return resolve(artifact_root(path)).name
+
+
 def read_manifest(version_dir: Path) -> dict[str, Any]:
     manifest = json.loads((version_dir / MANIFEST).read_text())
     if manifest.get("format_version") != FORMAT_VERSION:

@@ -12,8 +12,9 @@ excluded item. Strategy, cheapest first:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -21,6 +22,163 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
+# FAISS k-means wants ~39 training points per centroid; fewer lists than asked beat a warning
+# and badly trained centroids.
+MIN_POINTS_PER_LIST = 39
+
+
+@dataclass(frozen=True)
+class IVFConfig:
+    nlist: int = 1024  # inverted lists (k-means centroids); ~4·sqrt(items) is the usual start
+    nprobe: int = 32  # lists scanned per query: the recall/latency knob, kept in the file
+
+
+@dataclass(frozen=True)
+class HNSWConfig:
+    m: int = 32  # graph neighbours per node (2·m on the base layer)
+    ef_construction: int = 128  # candidate list while building: graph quality vs build time
+    ef_search: int = 128  # candidate list per query; FAISS uses max(ef_search, k)
+
+
+_Section = TypeVar("_Section", IVFConfig, HNSWConfig)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Which FAISS index serves retrieval, with its parameters (the manifest records it).
+
+    Flat is exact and the default: up to ~1M items a batched exact scan is fast enough, and
+    the approximate kinds are only worth their recall loss beyond that.
+    """
+
+    kind: str = "flat"
+    ivf: IVFConfig = field(default_factory=IVFConfig)
+    hnsw: HNSWConfig = field(default_factory=HNSWConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"index kind {self.kind!r} is unknown; choose one of {INDEX_KINDS}")
+        _check_positive("ivf.nlist", self.ivf.nlist)
+        _check_positive("ivf.nprobe", self.ivf.nprobe)
+        if self.ivf.nprobe > self.ivf.nlist:
+            raise ValueError(
+                f"ivf.nprobe ({self.ivf.nprobe}) cannot exceed ivf.nlist ({self.ivf.nlist})"
+            )
+        _check_positive("hnsw.m", self.hnsw.m, minimum=2)
+        _check_positive("hnsw.ef_construction", self.hnsw.ef_construction)
+        _check_positive("hnsw.ef_search", self.hnsw.ef_search)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Kind plus the parameters of that kind only: the others play no part."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "ivf":
+            out["ivf"] = asdict(self.ivf)
+        elif self.kind == "hnsw":
+            out["hnsw"] = asdict(self.hnsw)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
+        """Inverse of to_dict; absent sections take defaults, unknown keys are errors."""
+        _check_keys("index config", data, {"kind", "ivf", "hnsw"})
+        ivf = _section(IVFConfig, "ivf", data.get("ivf"))
+        hnsw = _section(HNSWConfig, "hnsw", data.get("hnsw"))
+        return cls(kind=data.get("kind", "flat"), ivf=ivf, hnsw=hnsw)
+
+
+def _check_positive(name: str, value: object, minimum: int = 1) -> None:
+    # bool is an int subclass: `nprobe: true` in a config file is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_keys(what: str, data: object, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a mapping, got {type(data).__name__}")
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"{what} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _section(cls: type[_Section], name: str, data: object) -> _Section:
+    if data is None:
+        return cls()
+    _check_keys(f"index config section {name!r}", data, {f.name for f in fields(cls)})
+    assert isinstance(data, dict)  # _check_keys rejected anything else
+    return cls(**data)
+
+
+def effective_config(config: IndexConfig, num_items: int) -> IndexConfig:
+    """The configuration actually built for `num_items`: IVF lists are capped so that
+    k-means has enough training points, and nprobe with them."""
+    if config.kind != "ivf":
+        return config
+    nlist = max(1, min(config.ivf.nlist, num_items // MIN_POINTS_PER_LIST))
+    if nlist == config.ivf.nlist:
+        return config
+    logger.warning("ivf.nlist %d capped to %d for %d items", config.ivf.nlist, nlist, num_items)
+    ivf = IVFConfig(nlist=nlist, nprobe=min(config.ivf.nprobe, nlist))
+    return replace(config, ivf=ivf)
+
+
+def build_index(embeddings: np.ndarray, config: IndexConfig | str = "flat") -> faiss.Index:
+    """Inner-product index whose ids are item rows. A bare kind string (the older call)
+    means that kind with default parameters."""
+    if isinstance(config, str):
+        config = IndexConfig(kind=config)
+    config = effective_config(config, len(embeddings))
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    dim = embeddings.shape[1]
+    if config.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif config.kind == "ivf":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, config.ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(embeddings)
+    else:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw.ef_construction
+    index.add(embeddings)
+    apply_search_params(index, config)
+    return index
+
+
+def index_kind(index: faiss.Index) -> str:
+    """The configuration kind of a (CPU) FAISS index."""
+    if faiss.try_extract_index_ivf(index) is not None:
+        return "ivf"
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexFlat):
+        return "flat"
+    raise ValueError(f"unsupported FAISS index type {type(index).__name__}")
+
+
+def index_config(index: faiss.Index) -> IndexConfig:
+    """The parameters a (CPU) index actually has: after nlist capping or load-time
+    overrides they can differ from what was asked, and the manifest should say what serves."""
+    kind = index_kind(index)
+    if kind == "ivf":
+        ivf = faiss.extract_index_ivf(index)
+        return IndexConfig(kind, ivf=IVFConfig(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe)))
+    if kind == "hnsw":
+        hnsw = index.hnsw
+        params = HNSWConfig(int(hnsw.nb_neighbors(1)), int(hnsw.efConstruction), int(hnsw.efSearch))
+        return IndexConfig(kind, hnsw=params)
+    return IndexConfig(kind)
+
+
+def apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
+    """Set the query-time knobs. FAISS's own file format keeps nprobe and efSearch, so this
+    matters when a caller overrides them at load time (tuning without a rebuild)."""
+    kind = index_kind(index)
+    if kind != config.kind:
+        raise ValueError(f"index is {kind!r} but the configuration says {config.kind!r}")
+    if kind == "ivf":
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(config.ivf.nprobe, ivf.nlist)
+    elif kind == "hnsw":
+        index.hnsw.efSearch = config.hnsw.ef_search
 
 
 @dataclass
@@ -28,26 +186,6 @@ class SearchResult:
     rows: np.ndarray  # int64 (<=k,)
     scores: np.ndarray  # float32, descending
     exhausted: bool  # fewer than k eligible items existed
-
-
-def build_index(
-    embeddings: np.ndarray, kind: str = "flat", nlist: int = 256, hnsw_m: int = 32
-) -> faiss.Index:
-    """Inner-product index whose ids are item rows."""
-    dim = embeddings.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = max(1, min(nlist, len(embeddings) // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(embeddings)
-        index.nprobe = min(16, nlist)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    else:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of {INDEX_KINDS}")
-    index.add(embeddings)
-    return index
 
 
 def gpu_available() -> bool:
@@ -84,10 +222,15 @@ class ItemIndex:
         categories: np.ndarray,
         num_categories: int,
         device: str = "auto",
+        config: IndexConfig | None = None,
     ) -> ItemIndex:
+        """`config`, when given, must match the file's kind; its search-time parameters
+        (nprobe, ef_search) replace the ones saved in the file."""
         index = faiss.read_index(str(path))
         if index.ntotal != len(embeddings):
             raise ValueError(f"index has {index.ntotal} items, embeddings {len(embeddings)}")
+        if config is not None:
+            apply_search_params(index, config)  # before the GPU copy, which inherits them
         use_gpu = device == "gpu" or (device == "auto" and gpu_available())
         if device == "gpu" and not gpu_available():
             raise RuntimeError("device=gpu but no GPU FAISS build or no GPU is visible")

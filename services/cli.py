@@ -38,6 +38,12 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         help="Prometheus /metrics port; -1 disables",
     )
     p.add_argument(
+        "--admin-port",
+        type=int,
+        default=env("admin_port", -1),
+        help="ModelAdminService (hot reload): -1 off, 0 on --port, >0 its own port",
+    )
+    p.add_argument(
         "--grace",
         type=float,
         default=env("grace", 10.0),
@@ -88,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                 help="FAISS index placement",
             )
             p.add_argument("--max-k", type=int, default=env("max_k", 1000))
+            p.add_argument(
+                "--recall-floor",
+                type=float,
+                default=env("recall_floor", 0.9),
+                help="refuse an index whose measured recall@K is below this",
+            )
+            p.add_argument(
+                "--force-index",
+                action="store_true",
+                default=env("force_index", "") == "1",
+                help="serve an index below the recall floor anyway",
+            )
         if name == "gateway":
             p.add_argument("--retrieval-addr", default=env("retrieval_addr", "127.0.0.1:50052"))
             p.add_argument("--ranking-addr", default=env("ranking_addr", "127.0.0.1:50053"))
@@ -163,6 +181,16 @@ def _add_dataset_flags(p: argparse.ArgumentParser) -> None:
         help="folder or file of the real data set (see docs/data.md)",
     )
     _add_synthetic_flags(p)
+    p.add_argument(
+        "--index-kind",
+        choices=["flat", "ivf", "hnsw"],
+        default=env("index_kind", "flat"),
+        help="FAISS index: exact flat (default), IVF or HNSW",
+    )
+    p.add_argument("--nlist", type=int, default=env("nlist", 1024), help="IVF lists")
+    p.add_argument("--nprobe", type=int, default=env("nprobe", 32), help="IVF lists searched")
+    p.add_argument("--hnsw-m", type=int, default=env("hnsw_m", 32))
+    p.add_argument("--ef-search", type=int, default=env("ef_search", 128))
     p.add_argument(
         "--epochs", type=int, default=None, help="override every model's epoch count (quick runs)"
     )

@@ -13,6 +13,7 @@ import grpc
 from pipeline.train import TrainingConfig, train_all
 from recdata.schema import Dataset
 from recdata.synthetic import generate
+from retrieval.index import HNSWConfig, IndexConfig, IVFConfig
 from services.executor import set_compute_threads
 from services.logs import configure_logging
 from services.runtime import ModelServer, ServerOptions, ServiceApp, serve_until_signal
@@ -44,6 +45,11 @@ def load_data(args: argparse.Namespace) -> Dataset:
 
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     config = TrainingConfig.for_dataset(args.dataset)
+    config.index = IndexConfig(
+        kind=args.index_kind,
+        ivf=IVFConfig(nlist=args.nlist, nprobe=min(args.nprobe, args.nlist)),
+        hnsw=HNSWConfig(m=args.hnsw_m, ef_search=args.ef_search),
+    )
     if args.epochs is not None:
         config.tagger.epochs = config.two_tower.epochs = config.ranker.epochs = args.epochs
     return config
@@ -86,7 +92,14 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
         from services.retrieval_service import RetrievalApp, RetrievalConfig
 
         return RetrievalApp(
-            RetrievalConfig(artifacts, max_k=args.max_k, device=args.device, workers=args.workers)
+            RetrievalConfig(
+                artifacts,
+                max_k=args.max_k,
+                device=args.device,
+                workers=args.workers,
+                recall_floor=args.recall_floor,
+                force_index=args.force_index,
+            )
         )
     if args.service == "ranking":
         from services.ranking_service import RankingApp, RankingConfig
@@ -117,7 +130,11 @@ async def serve(args: argparse.Namespace) -> int:
     server = ModelServer(
         make_app(args),
         ServerOptions(
-            host=args.host, port=args.port, metrics_port=args.metrics_port, grace_seconds=args.grace
+            host=args.host,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            grace_seconds=args.grace,
+            admin_port=args.admin_port,
         ),
     )
     try:

@@ -31,6 +31,10 @@ class NotReady(RuntimeError):
     pass
 
 
+class FailedPrecondition(RuntimeError):
+    """The system is not in a state to do this (e.g. a version the server refuses)."""
+
+
 Handler = Callable[[Any, Any, aio.ServicerContext], Awaitable[R]]
 
 
@@ -45,6 +49,8 @@ def grpc_errors(handler: Handler[R]) -> Handler[R]:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except NotReady as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except FailedPrecondition as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         raise AssertionError("unreachable: abort raises")
 
     return wrapped

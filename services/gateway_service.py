@@ -7,6 +7,7 @@ tagging down → no tags; only a retrieval failure fails the request (UNAVAILABL
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ import grpc
 import numpy as np
 from grpc import aio
 
-from recdata.artifacts import read_manifest, require_component, resolve
+from recdata.artifacts import read_manifest, require_component, resolve_version
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recsys.v1 import (
@@ -66,6 +67,13 @@ class GatewayConfig:
     tags_per_item: int = 3
 
 
+@dataclass(frozen=True)
+class GatewayData:
+    items: ItemTable
+    users: UserHistoryStore
+    version: str
+
+
 @dataclass
 class Stages:
     timings: list[gateway_pb2.StageTiming]
@@ -81,9 +89,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.items: ItemTable | None = None
-        self.users: UserHistoryStore | None = None
-        self.version = ""
+        self.loaded: GatewayData | None = None
         self._channels: list[aio.Channel] = []
 
     @property
@@ -93,31 +99,32 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
     def register(self, server: aio.Server) -> None:
         gateway_pb2_grpc.add_RecommendationServiceServicer_to_server(self, server)
 
-    async def load(self) -> str:
-        version_dir = resolve(self.config.artifacts)
+    async def load(self, version: str | None = None) -> str:
+        version_dir = resolve_version(self.config.artifacts, version)
         manifest = read_manifest(version_dir)
         require_component(version_dir, manifest, "users")
-        self.items = ItemTable.load(version_dir / "items")
-        self.users = UserHistoryStore.load(version_dir / "users")
-        cfg = self.config
-        channels = [
-            aio.insecure_channel(a, options=_CHANNEL_OPTIONS)
-            for a in (cfg.retrieval_addr, cfg.ranking_addr, cfg.tagging_addr)
-        ]
-        self._channels = channels
-        self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channels[0])
-        self.ranking = ranking_pb2_grpc.RankingServiceStub(channels[1])
-        self.tagging = tagging_pb2_grpc.TaggingServiceStub(channels[2])
-        self.version = manifest["version"]
-        return self.version
+        loop = asyncio.get_running_loop()
+        items = await loop.run_in_executor(None, ItemTable.load, version_dir / "items")
+        users = await loop.run_in_executor(None, UserHistoryStore.load, version_dir / "users")
+        if not self._channels:
+            cfg = self.config
+            self._channels = [
+                aio.insecure_channel(a, options=_CHANNEL_OPTIONS)
+                for a in (cfg.retrieval_addr, cfg.ranking_addr, cfg.tagging_addr)
+            ]
+            self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channels[0])
+            self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[1])
+            self.tagging = tagging_pb2_grpc.TaggingServiceStub(self._channels[2])
+        # Catalogue display data + user histories, swapped as one reference.
+        self.loaded = GatewayData(items, users, manifest["version"])
+        return manifest["version"]
 
     async def close(self) -> None:
         for channel in self._channels:
             await channel.close()
 
-    def _history(self, user_id: str, recent: np.ndarray) -> np.ndarray:
-        assert self.users is not None
-        stored = self.users.recent_items(user_id)
+    def _history(self, data: GatewayData, user_id: str, recent: np.ndarray) -> np.ndarray:
+        stored = data.users.recent_items(user_id)
         merged = np.concatenate([stored, recent]) if len(recent) else stored
         return merged[-self.config.history_length :]
 
@@ -125,7 +132,8 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
     async def Recommend(
         self, request: gateway_pb2.RecommendRequest, context: aio.ServicerContext
     ) -> gateway_pb2.RecommendResponse:
-        if self.items is None or self.users is None:
+        data = self.loaded
+        if data is None:
             raise NotReady("gateway is still loading")
         cfg = self.config
         user = validation.user_id(request.user_id)
@@ -143,9 +151,9 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         budget = cfg.default_deadline_s if remaining is None else remaining
         deadline = time.monotonic() + budget
         stages = Stages([])
-        history = self._history(user, recent)
+        history = self._history(data, user, recent)
         if not request.allow_seen_items:
-            excluded = np.union1d(excluded, self.users.recent_items(user))
+            excluded = np.union1d(excluded, data.users.recent_items(user))
             excluded = np.union1d(excluded, recent)
 
         # 1. Retrieval: the one stage we cannot do without.
@@ -175,7 +183,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
                 f"retrieval stage unavailable ({err.code().name}): {err.details()}",
             )
         stages.add("retrieval", started)
-        versions = {"retrieval": candidates.model_version, "gateway": self.version}
+        versions = {"retrieval": candidates.model_version, "gateway": data.version}
         ids = np.asarray(candidates.item_ids, np.int64)
         scores = np.asarray(candidates.scores, np.float32)
 
@@ -233,7 +241,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         stages.add("tagging", started)
 
         return gateway_pb2.RecommendResponse(
-            items=self._items(top_ids, top_scores, item_tags),
+            items=_items(data.items, top_ids, top_scores, item_tags),
             model_versions=versions,
             ranking_degraded=ranking_degraded,
             tagging_degraded=tagging_degraded,
@@ -242,26 +250,24 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
             user_interest_tags=_interests(interest_ids, item_tags),
         )
 
-    def _items(
-        self, ids: np.ndarray, scores: np.ndarray, tags: dict[int, list[common_pb2.Tag]]
-    ) -> list[gateway_pb2.RecommendedItem]:
-        assert self.items is not None
-        rows, known = self.items.rows_of(ids)
-        out = []
-        for item_id, score, row, ok in zip(ids.tolist(), scores.tolist(), rows, known, strict=True):
-            out.append(
-                gateway_pb2.RecommendedItem(
-                    item_id=item_id,
-                    score=score,
-                    title=self.items.titles[row] if ok else "",
-                    category=self.items.category_names[self.items.categories[row]] if ok else "",
-                    tags=tags.get(item_id, []),
-                    external_id=(
-                        self.items.external_ids[row] if ok and self.items.external_ids else ""
-                    ),
-                )
+
+def _items(
+    items: ItemTable, ids: np.ndarray, scores: np.ndarray, tags: dict[int, list[common_pb2.Tag]]
+) -> list[gateway_pb2.RecommendedItem]:
+    rows, known = items.rows_of(ids)
+    out = []
+    for item_id, score, row, ok in zip(ids.tolist(), scores.tolist(), rows, known, strict=True):
+        out.append(
+            gateway_pb2.RecommendedItem(
+                item_id=item_id,
+                score=score,
+                title=items.titles[row] if ok else "",
+                category=items.category_names[items.categories[row]] if ok else "",
+                tags=tags.get(item_id, []),
+                external_id=(items.external_ids[row] if ok and items.external_ids else ""),
             )
-        return out
+        )
+    return out
 
 
 def _interests(

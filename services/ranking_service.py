@@ -10,7 +10,7 @@ import numpy as np
 from grpc import aio
 
 from ranking.scorer import RankingScorer, UnknownCandidates
-from recdata.artifacts import read_manifest, require_component, resolve
+from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from services import validation
 from services.errors import InvalidArgument, NotFound, NotReady, grpc_errors
@@ -33,8 +33,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
 
     def __init__(self, config: RankingConfig) -> None:
         self.config = config
-        self.scorer: RankingScorer | None = None
-        self.version = ""
+        self.loaded: tuple[RankingScorer, str] | None = None  # swapped as one reference
         self._executor = ModelExecutor(config.workers, "ranking")
         self._timing = STAGE_LATENCY.labels("ranking", "forward")
 
@@ -45,15 +44,15 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     def register(self, server: aio.Server) -> None:
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(self, server)
 
-    async def load(self) -> str:
-        version_dir = resolve(self.config.artifacts)
+    async def load(self, version: str | None = None) -> str:
+        version_dir = resolve_version(self.config.artifacts, version)
         manifest = read_manifest(version_dir)
         require_component(version_dir, manifest, "ranking")
         scorer = await self._executor.run(lambda: RankingScorer.load(version_dir))
         ids = scorer.items.item_ids
         await self._executor.run(lambda: scorer.rank(ids[:10], ids[:200], None, 10))
-        self.scorer, self.version = scorer, manifest["version"]
-        return self.version
+        self.loaded = (scorer, manifest["version"])
+        return manifest["version"]
 
     async def close(self) -> None:
         self._executor.shutdown()
@@ -62,9 +61,9 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     async def Rank(
         self, request: ranking_pb2.RankRequest, context: aio.ServicerContext
     ) -> ranking_pb2.RankResponse:
-        scorer = self.scorer
-        if scorer is None:
+        if self.loaded is None:
             raise NotReady("ranking model is still loading")
+        scorer, version = self.loaded
         cfg = self.config
         candidates = validation.item_ids(
             request.candidate_item_ids, "candidate_item_ids", cfg.max_candidates
@@ -96,5 +95,5 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         return ranking_pb2.RankResponse(
             item_ids=ranked.item_ids.tolist(),
             scores=ranked.scores.tolist(),
-            model_version=self.version,
+            model_version=version,
         )

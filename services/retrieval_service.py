@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,13 +10,21 @@ from pathlib import Path
 import numpy as np
 from grpc import aio
 
-from recdata.artifacts import read_manifest, require_component, resolve
+from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import retrieval_pb2, retrieval_pb2_grpc
+from retrieval.index_quality import (
+    IndexBelowRecallFloor,
+    check_recall_floor,
+    recall_floor_message,
+)
 from retrieval.retriever import Retriever
 from services import validation
-from services.errors import NotReady, grpc_errors
+from services.errors import FailedPrecondition, NotReady, grpc_errors
 from services.executor import ModelExecutor
+from services.logs import log_fields
 from services.metrics import STAGE_LATENCY
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"].full_name
 
@@ -28,6 +37,8 @@ class RetrievalConfig:
     max_recent_items: int = 500
     max_excluded_items: int = 10_000
     device: str = "auto"  # auto | cpu | gpu (FAISS index placement)
+    recall_floor: float = 0.9  # refuse an approximate index measured below this recall@K
+    force_index: bool = False  # serve it anyway (logged as a warning)
     workers: int = 2
 
 
@@ -36,8 +47,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
 
     def __init__(self, config: RetrievalConfig) -> None:
         self.config = config
-        self.retriever: Retriever | None = None
-        self.version = ""
+        # (model, version) swapped as one reference: a request reads it once and finishes on
+        # that version even if a reload swaps in another meanwhile.
+        self.loaded: tuple[Retriever, str] | None = None
         self._executor = ModelExecutor(config.workers, "retrieval")
         self._timing = STAGE_LATENCY.labels("retrieval", "search")
 
@@ -48,18 +60,35 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
     def register(self, server: aio.Server) -> None:
         retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(self, server)
 
-    async def load(self) -> str:
-        version_dir = resolve(self.config.artifacts)
+    async def load(self, version: str | None = None) -> str:
+        version_dir = resolve_version(self.config.artifacts, version)
         manifest = read_manifest(version_dir)
         require_component(version_dir, manifest, "retrieval")
+        self._check_index(manifest)
         retriever = await self._executor.run(
             lambda: Retriever.load(version_dir, device=self.config.device)
         )
         # Warm-up: the first forward pass and search allocate; keep that off real requests.
         probe = retriever.items.item_ids[:5]
         await self._executor.run(lambda: retriever.retrieve(probe, self.config.default_k))
-        self.retriever, self.version = retriever, manifest["version"]
-        return self.version
+        self.loaded = (retriever, manifest["version"])
+        return manifest["version"]
+
+    def _check_index(self, manifest: dict) -> None:
+        quality = manifest.get("index", {})
+        if "recall" not in quality:
+            raise FailedPrecondition(
+                f"version {manifest.get('version')} records no index recall; retrain it"
+            )
+        try:
+            check_recall_floor(quality, self.config.recall_floor, self.config.force_index)
+        except IndexBelowRecallFloor as exc:
+            raise FailedPrecondition(f"{exc} (--force-index)") from exc
+        if quality["recall"] < self.config.recall_floor:
+            logger.warning(
+                "serving an index below the recall floor (forced)",
+                extra=log_fields(message=recall_floor_message(quality, self.config.recall_floor)),
+            )
 
     async def close(self) -> None:
         self._executor.shutdown()
@@ -68,9 +97,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def Retrieve(
         self, request: retrieval_pb2.RetrieveRequest, context: aio.ServicerContext
     ) -> retrieval_pb2.RetrieveResponse:
-        retriever = self.retriever
-        if retriever is None:
+        if self.loaded is None:
             raise NotReady("retrieval model is still loading")
+        retriever, version = self.loaded
         cfg = self.config
         k = validation.count(request.k, "k", cfg.default_k, cfg.max_k)
         recent = validation.item_ids(
@@ -93,7 +122,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         return retrieval_pb2.RetrieveResponse(
             item_ids=result.item_ids.tolist(),
             scores=np.asarray(result.scores, np.float32).tolist(),
-            model_version=self.version,
+            model_version=version,
             cold_start=result.cold_start,
             unknown_recent_items=result.unknown_recent_items,
             exhausted=result.exhausted,

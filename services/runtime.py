@@ -18,6 +18,8 @@ from typing import Protocol
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.admin import SERVICE_NAME as ADMIN_SERVICE
+from services.admin import ModelAdmin
 from services.logs import log_fields
 from services.metrics import MODEL_INFO, MetricsInterceptor, start_metrics_http
 from services.reflection import enable_reflection
@@ -39,8 +41,10 @@ class ServiceApp(Protocol):
 
     def register(self, server: aio.Server) -> None: ...
 
-    async def load(self) -> str:
-        """Load and warm the model; return the model version now serving."""
+    async def load(self, version: str | None = None) -> str:
+        """Load and warm a version (None = LATEST) off the serving path, then swap it in
+        with one reference assignment; return the version now serving. On failure the
+        previous version keeps serving."""
         ...
 
     async def close(self) -> None: ...
@@ -52,6 +56,7 @@ class ServerOptions:
     port: int = 0  # 0 = an ephemeral port (tests)
     metrics_port: int = -1  # negative = no /metrics endpoint
     grace_seconds: float = 10.0
+    admin_port: int = -1  # ModelAdminService: -1 off, 0 on the main port, >0 its own port
 
 
 class ModelServer:
@@ -75,6 +80,9 @@ class ModelServer:
         )
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._reload_lock = asyncio.Lock()
+        self.admin_port: int | None = None
+        self._admin_server: aio.Server | None = None
 
     async def start(self, load: bool = True) -> int:
         """Bind, start answering health (NOT_SERVING), then load the model and turn SERVING."""
@@ -82,6 +90,9 @@ class ModelServer:
         app.register(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [*app.service_names, health.SERVICE_NAME]
+        if self.options.admin_port == 0:
+            ModelAdmin(self).register(self._server)
+            names.append(ADMIN_SERVICE)
         enable_reflection(self._server, names)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -91,6 +102,10 @@ class ModelServer:
             raise OSError(f"could not bind {address}")
         await self._server.start()
         self.metrics_port = start_metrics_http(self.options.metrics_port, self.options.host)
+        if self.options.admin_port > 0:
+            await self._start_admin_server()
+        elif self.options.admin_port == 0:
+            self.admin_port = self.port
         logger.info(
             "listening",
             extra=log_fields(
@@ -98,7 +113,14 @@ class ModelServer:
             ),
         )
         if load:
-            await self.load()
+            try:
+                await self.load()
+            except BaseException:
+                # A server that cannot load its model must not linger half-alive.
+                await self._server.stop(0)
+                if self._admin_server is not None:
+                    await self._admin_server.stop(0)
+                raise
         return self.port
 
     async def load(self) -> None:
@@ -114,6 +136,36 @@ class ModelServer:
             ),
         )
 
+    async def _start_admin_server(self) -> None:
+        """Operator RPCs on their own port, so they can be firewalled apart from traffic."""
+        admin = aio.server(interceptors=[MetricsInterceptor(self.app.name + "-admin")])
+        ModelAdmin(self).register(admin)
+        enable_reflection(admin, [ADMIN_SERVICE])
+        address = f"{self.options.host}:{self.options.admin_port}"
+        self.admin_port = admin.add_insecure_port(address)
+        await admin.start()
+        self._admin_server = admin
+
+    async def reload(self, version: str | None) -> tuple[str, str, float]:
+        """Hot swap: (previous version, new version, load seconds). Serialised; health
+        stays SERVING; in-flight requests finish on the version they started with."""
+        async with self._reload_lock:
+            previous = self.model_version or ""
+            started = time.perf_counter()
+            current = await self.app.load(version)
+            seconds = time.perf_counter() - started
+            self.model_version = current
+            if previous and previous != current:
+                MODEL_INFO.remove(self.app.name, previous)
+            MODEL_INFO.labels(self.app.name, current).set(1)
+            logger.info(
+                "reloaded",
+                extra=log_fields(
+                    previous=previous, version=current, load_seconds=round(seconds, 3)
+                ),
+            )
+            return previous, current, seconds
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, refuse new calls, let in-flight calls finish, close."""
         if self._stopping:
@@ -123,6 +175,8 @@ class ModelServer:
         grace = self.options.grace_seconds if grace is None else grace
         logger.info("draining", extra=log_fields(grace_seconds=grace))
         await self._health.enter_graceful_shutdown()
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)
         await self._server.stop(grace)
         await self.app.close()
         logger.info("stopped")

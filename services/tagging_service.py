@@ -7,7 +7,7 @@ from pathlib import Path
 
 from grpc import aio
 
-from recdata.artifacts import read_manifest, require_component, resolve
+from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 from services import validation
 from services.errors import InvalidArgument, NotReady, grpc_errors
@@ -39,9 +39,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
 
     def __init__(self, config: TaggingConfig) -> None:
         self.config = config
-        self.tagger: Tagger | None = None
-        self.catalog: CatalogTags | None = None
-        self.version = ""
+        self.loaded: tuple[Tagger, CatalogTags, str] | None = None  # swapped as one reference
         self._executor = ModelExecutor(config.workers, "tagging")
 
     @property
@@ -51,29 +49,29 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
     def register(self, server: aio.Server) -> None:
         tagging_pb2_grpc.add_TaggingServiceServicer_to_server(self, server)
 
-    async def load(self) -> str:
-        version_dir = resolve(self.config.artifacts)
+    async def load(self, version: str | None = None) -> str:
+        version_dir = resolve_version(self.config.artifacts, version)
         manifest = read_manifest(version_dir)
         require_component(version_dir, manifest, "tagging")
         tagger = await self._executor.run(lambda: Tagger.load(version_dir / "tagging"))
         catalog = await self._executor.run(lambda: CatalogTags.load(version_dir / "tagging"))
         await self._executor.run(lambda: tagger.predict(["warm up the tag model"]))
-        self.tagger, self.catalog, self.version = tagger, catalog, manifest["version"]
-        return self.version
+        self.loaded = (tagger, catalog, manifest["version"])
+        return manifest["version"]
 
     async def close(self) -> None:
         self._executor.shutdown()
 
-    def _ready(self) -> tuple[Tagger, CatalogTags]:
-        if self.tagger is None or self.catalog is None:
+    def _ready(self) -> tuple[Tagger, CatalogTags, str]:
+        if self.loaded is None:
             raise NotReady("tagging model is still loading")
-        return self.tagger, self.catalog
+        return self.loaded
 
     @grpc_errors
     async def GenerateTags(
         self, request: tagging_pb2.GenerateTagsRequest, context: aio.ServicerContext
     ) -> tagging_pb2.GenerateTagsResponse:
-        tagger, _ = self._ready()
+        tagger, _, version = self._ready()
         cfg = self.config
         if not request.items:
             raise InvalidArgument("items", "must contain at least one product")
@@ -102,14 +100,14 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
         )
         return tagging_pb2.GenerateTagsResponse(
             results=[tagging_pb2.TagList(tags=_tags(p)) for p in predictions],
-            model_version=self.version,
+            model_version=version,
         )
 
     @grpc_errors
     async def GetItemTags(
         self, request: tagging_pb2.GetItemTagsRequest, context: aio.ServicerContext
     ) -> tagging_pb2.GetItemTagsResponse:
-        _, catalog = self._ready()
+        _, catalog, version = self._ready()
         cfg = self.config
         ids = validation.item_ids(request.item_ids, "item_ids", cfg.max_lookup_ids)
         max_tags = validation.count(
@@ -122,12 +120,12 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
                 for i, t in zip(ids[known], tags, strict=True)
             ],
             unknown_item_ids=ids[~known].tolist(),
-            model_version=self.version,
+            model_version=version,
         )
 
     @grpc_errors
     async def ListTags(
         self, request: tagging_pb2.ListTagsRequest, context: aio.ServicerContext
     ) -> tagging_pb2.ListTagsResponse:
-        tagger, _ = self._ready()
-        return tagging_pb2.ListTagsResponse(tags=tagger.tag_names, model_version=self.version)
+        tagger, _, version = self._ready()
+        return tagging_pb2.ListTagsResponse(tags=tagger.tag_names, model_version=version)

@@ -31,10 +31,15 @@ class Cluster:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self, name: str, app: ServiceApp, metrics_port: int = -1) -> int:
+    def start(
+        self, name: str, app: ServiceApp, metrics_port: int = -1, admin_port: int = -1
+    ) -> int:
         async def _start() -> int:
             server = ModelServer(
-                app, ServerOptions(port=0, metrics_port=metrics_port, grace_seconds=5.0)
+                app,
+                ServerOptions(
+                    port=0, metrics_port=metrics_port, grace_seconds=5.0, admin_port=admin_port
+                ),
             )
             port = await server.start()
             self.servers[name] = server

@@ -121,12 +121,7 @@ def test_sigterm_drains_in_flight_request(
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            # Block until the gateway is up and SERVING (the stream reports each change).
-            for update in health.Watch(
-                health_pb2.HealthCheckRequest(service=""), timeout=60, wait_for_ready=True
-            ):
-                if update.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
+            _wait_serving(health, process)
             stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
             call = stub.Recommend.future(
                 gateway_pb2.RecommendRequest(user_id="u000001", num_items=5), timeout=60

@@ -10,7 +10,7 @@ from services.cli import build_parser
 @pytest.mark.parametrize(
     "argv",
     [
-        ["serve", "retrieval", "--port", "0"],
+        ["serve", "retrieval", "--port", "0", "--admin-port", "0"],
         ["serve", "ranking"],
         ["serve", "tagging"],
         ["serve", "gateway", "--retrieval-addr", "dns:///retrieval:50052"],
@@ -24,6 +24,19 @@ from services.cli import build_parser
 def test_commands_parse(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert args.command == argv[0]
+    if args.command == "serve":  # every option the server start reads is defined
+        for option in (
+            "host",
+            "port",
+            "metrics_port",
+            "admin_port",
+            "grace",
+            "threads",
+            "workers",
+            "artifacts",
+            "log_level",
+        ):
+            assert hasattr(args, option), option
 
 
 def test_environment_variables_set_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,16 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.index import ItemIndex, build_index
+from retrieval.index import IndexConfig, ItemIndex, IVFConfig, build_index
 
 N, DIM, CATEGORIES = 600, 16, 6
 RNG = np.random.default_rng(3)
 EMBEDDINGS = RNG.normal(size=(N, DIM)).astype(np.float32)
 EMBEDDINGS /= np.linalg.norm(EMBEDDINGS, axis=1, keepdims=True)
 ITEM_CATEGORIES = RNG.integers(0, CATEGORIES, N)
+# nprobe < nlist: the IVF index really is approximate, so the exact fallback is exercised.
+CONFIGS = {
+    kind: IndexConfig(kind, ivf=IVFConfig(nlist=8, nprobe=2)) for kind in ("flat", "ivf", "hnsw")
+}
 INDEXES = {
-    kind: ItemIndex(build_index(EMBEDDINGS, kind, nlist=8), EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES)
-    for kind in ("flat", "ivf", "hnsw")
+    kind: ItemIndex(build_index(EMBEDDINGS, config), EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES)
+    for kind, config in CONFIGS.items()
 }
 
 

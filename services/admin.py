@@ -1,0 +1,47 @@
+"""ModelAdminService: hot reload and status, on its own port or the main one (or off)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grpc import aio
+
+from recdata.artifacts import ArtifactError, latest_version
+from recsys.v1 import admin_pb2, admin_pb2_grpc
+from services.errors import NotFound, grpc_errors
+
+if TYPE_CHECKING:
+    from services.runtime import ModelServer
+
+SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
+
+
+class ModelAdmin(admin_pb2_grpc.ModelAdminServiceServicer):
+    def __init__(self, server: ModelServer) -> None:
+        self._server = server
+
+    def register(self, grpc_server: aio.Server) -> None:
+        admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(self, grpc_server)
+
+    @grpc_errors
+    async def ReloadModel(
+        self, request: admin_pb2.ReloadModelRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ReloadModelResponse:
+        try:
+            version = request.version or latest_version(self._server.app.config.artifacts)
+            previous, current, seconds = await self._server.reload(version)
+        except ArtifactError as exc:  # a version that does not exist or is incomplete
+            raise NotFound(str(exc)) from exc
+        return admin_pb2.ReloadModelResponse(
+            version=current, previous_version=previous, load_seconds=seconds
+        )
+
+    async def GetModelStatus(
+        self, request: admin_pb2.GetModelStatusRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ModelStatus:
+        app = self._server.app
+        return admin_pb2.ModelStatus(
+            service=app.name,
+            version=self._server.model_version or "",
+            artifact_root=str(getattr(app.config, "artifacts", "")),
+        )
