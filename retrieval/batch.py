@@ -104,6 +104,25 @@ def retrieve_batch(
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
+def retrieve_grouped(
+    items: list[tuple[Retriever, RetrievalQuery]], *, bitwise: bool = False
+) -> list[Candidates | Exception]:
+    """`retrieve_batch` for requests that each carry the retriever they started on: during
+    a hot reload one micro-batch can hold requests for the old and the new version, and
+    each must finish on its own. Results in input order."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for position, (retriever, _) in enumerate(items):
+        groups[id(retriever)].append(position)
+    results: list[Candidates | Exception | None] = [None] * len(items)
+    for positions in groups.values():
+        retriever = items[positions[0]][0]
+        answers = retrieve_batch(retriever, [items[i][1] for i in positions], bitwise=bitwise)
+        for i, answer in zip(positions, answers, strict=True):
+            results[i] = answer
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]  # every slot is filled above
+
+
 def _single(retriever: Retriever, query: RetrievalQuery) -> Candidates | Exception:
     try:
         return retriever.retrieve(
@@ -216,7 +235,8 @@ def _keep_eligible(
 def _finish(
     retriever: Retriever, p: _Prepared, user: np.ndarray, rows: np.ndarray, scores: np.ndarray
 ) -> Candidates:
-    """Co-visitation fusion exactly as Retriever.retrieve does it (no category filter here)."""
+    """Co-visitation fusion exactly as Retriever.retrieve does it. Its category mask
+    (`_category_ok`) is all-true without category filters, so it is skipped here."""
     inner = scores
     if retriever.covisitation is not None:
         covisited, _ = retriever.covisitation.candidates(

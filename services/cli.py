@@ -204,6 +204,13 @@ def _add_synthetic_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything loads FAISS: the OpenBLAS bundled with it misdetects recent CPUs and
+    # falls back to slow kernels (docs/benchmarks.md); a deployment's own setting wins.
+    from services.batching import openblas_coretype_for_cpu
+
+    coretype = openblas_coretype_for_cpu()
+    if coretype:
+        os.environ.setdefault("OPENBLAS_CORETYPE", coretype)
     args = build_parser().parse_args(argv)
     if args.command == "data":
         from services.commands import write_data

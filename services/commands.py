@@ -97,6 +97,7 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
                 max_k=args.max_k,
                 device=args.device,
                 workers=args.workers,
+                batching=args.batching == "on",
                 recall_floor=args.recall_floor,
                 force_index=args.force_index,
             )

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
+from services.batching import BatcherClosed, Overloaded
+
 R = TypeVar("R")
 
 
@@ -51,6 +53,10 @@ def grpc_errors(handler: Handler[R]) -> Handler[R]:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except FailedPrecondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Overloaded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except BatcherClosed as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         raise AssertionError("unreachable: abort raises")
 
     return wrapped

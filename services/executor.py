@@ -24,6 +24,10 @@ class ModelExecutor:
     def __init__(self, workers: int, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        return self._pool
+
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 

@@ -38,6 +38,12 @@ DEGRADED = Counter(
     "Responses served without a stage (gateway)",
     ["service", "stage"],
 )
+BATCH_SIZE = Histogram(
+    "recserve_batch_size",
+    "Requests served by one micro-batch",
+    ["service"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 MODEL_INFO = Gauge(
     "recserve_model_info", "Loaded model version (value is always 1)", ["service", "version"]
 )

@@ -12,6 +12,7 @@ from grpc import aio
 
 from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import retrieval_pb2, retrieval_pb2_grpc
+from retrieval.batch import RetrievalQuery, enable_faiss_blas_for_batches, retrieve_grouped
 from retrieval.index_quality import (
     IndexBelowRecallFloor,
     check_recall_floor,
@@ -19,10 +20,11 @@ from retrieval.index_quality import (
 )
 from retrieval.retriever import Retriever
 from services import validation
+from services.batching import MicroBatcher, deadline_from_remaining
 from services.errors import FailedPrecondition, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.logs import log_fields
-from services.metrics import STAGE_LATENCY
+from services.metrics import BATCH_SIZE, STAGE_LATENCY
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ class RetrievalConfig:
     max_recent_items: int = 500
     max_excluded_items: int = 10_000
     device: str = "auto"  # auto | cpu | gpu (FAISS index placement)
+    batching: bool = True  # gather concurrent calls into one forward + one FAISS search
+    batch_max: int = 32
+    batch_wait_ms: float = 2.0
+    batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
     recall_floor: float = 0.9  # refuse an approximate index measured below this recall@K
     force_index: bool = False  # serve it anyway (logged as a warning)
     workers: int = 2
@@ -52,6 +58,19 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         self.loaded: tuple[Retriever, str] | None = None
         self._executor = ModelExecutor(config.workers, "retrieval")
         self._timing = STAGE_LATENCY.labels("retrieval", "search")
+        # Batches form only while another batch is running (a lone call never waits), so
+        # latency at low load is the single path's and throughput grows under load.
+        self._batcher: MicroBatcher | None = None
+        if config.batching:
+            self._batcher = MicroBatcher(
+                retrieve_grouped,
+                self._executor.pool,
+                max_batch=config.batch_max,
+                max_wait_ms=config.batch_wait_ms,
+                max_queue=config.batch_queue,
+                max_concurrent=config.workers,
+                on_batch=BATCH_SIZE.labels("retrieval").observe,
+            )
 
     @property
     def service_names(self) -> list[str]:
@@ -71,6 +90,11 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         # Warm-up: the first forward pass and search allocate; keep that off real requests.
         probe = retriever.items.item_ids[:5]
         await self._executor.run(lambda: retriever.retrieve(probe, self.config.default_k))
+        if self._batcher is not None:
+            # Batched queries take FAISS's matrix-multiply path (single ones keep the scan).
+            enable_faiss_blas_for_batches(dim=retriever.index.embeddings.shape[1])
+            batch = [RetrievalQuery(probe[: i + 1], self.config.default_k) for i in range(4)]
+            await self._executor.run(lambda: retrieve_grouped([(retriever, q) for q in batch]))
         self.loaded = (retriever, manifest["version"])
         return manifest["version"]
 
@@ -91,6 +115,8 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             )
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
         self._executor.shutdown()
 
     @grpc_errors
@@ -115,9 +141,15 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             request.filter.exclude_categories, "filter.exclude_categories"
         )
         started = time.perf_counter()
-        result = await self._executor.run(
-            lambda: retriever.retrieve(recent, k, excluded, include, exclude)
-        )
+        if self._batcher is not None:
+            result = await self._batcher.submit(
+                (retriever, RetrievalQuery(recent, k, excluded, include, exclude)),
+                deadline_from_remaining(context.time_remaining()),
+            )
+        else:
+            result = await self._executor.run(
+                lambda: retriever.retrieve(recent, k, excluded, include, exclude)
+            )
         self._timing.observe(time.perf_counter() - started)
         return retrieval_pb2.RetrieveResponse(
             item_ids=result.item_ids.tolist(),

@@ -128,12 +128,12 @@ def test_sigterm_drains_in_flight_request(
             )
             assert ranking.received.wait(timeout=30), "request never reached ranking"
 
-            process.send_signal(signal.SIGTERM)
-            # Draining: health says NOT_SERVING while the call is still in flight.
+            # Watch opened before the signal: once draining starts the server takes no new
+            # streams, but this one reports the change while the call is still in flight.
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
-            for update in watch:
-                if update.status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                    break
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            process.send_signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
             watch.cancel()
             assert not call.done()
             ranking.release.set()

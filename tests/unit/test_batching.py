@@ -20,7 +20,12 @@ import pytest
 
 from recdata.artifacts import resolve
 from recdata.feature_store import UserHistoryStore
-from retrieval.batch import RetrievalQuery, enable_faiss_blas_for_batches, retrieve_batch
+from retrieval.batch import (
+    RetrievalQuery,
+    enable_faiss_blas_for_batches,
+    retrieve_batch,
+    retrieve_grouped,
+)
 from retrieval.retriever import Candidates, Retriever
 from services.batching import (
     BatcherClosed,
@@ -278,6 +283,19 @@ def test_openblas_coretype_follows_cpu_flags(
 # --- retrieve_batch against the single path, on a trained artifact ------------------------
 
 
+FAISS_DEFAULT_BLAS_THRESHOLD = faiss.cvar.distance_compute_blas_threshold
+
+
+@pytest.fixture(autouse=True)
+def default_faiss_blas_threshold() -> Any:
+    """The threshold is process-wide and a retrieval server started by another test module
+    lowers it; these comparisons assume FAISS's default unless a test sets it."""
+    saved = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = FAISS_DEFAULT_BLAS_THRESHOLD
+    yield
+    faiss.cvar.distance_compute_blas_threshold = saved
+
+
 @pytest.fixture(scope="module")
 def retriever(artifacts: Path) -> Retriever:
     return Retriever.load(resolve(artifacts), device="cpu")
@@ -400,6 +418,18 @@ def test_retrieve_batch_with_one_forward_differs_only_by_float_rounding(
     for i in differing:
         assert _identical(retrieve_batch(retriever, [queries[i]], bitwise=True)[0], single[i])
     assert len(differing) <= max(1, len(queries) // 20)  # rare: near-ties only
+
+
+def test_grouped_requests_finish_on_their_own_retriever(
+    artifacts: Path, retriever: Retriever, queries: list[RetrievalQuery]
+) -> None:
+    """A hot reload mid-batch: requests for two loaded versions, interleaved."""
+    other = Retriever.load(resolve(artifacts), device="cpu")
+    other.covisitation = None  # a visibly different "version": no fusion
+    chosen = [retriever if i % 2 else other for i in range(len(queries))]
+    results = retrieve_grouped(list(zip(chosen, queries, strict=True)), bitwise=True)
+    for r, q, got in zip(chosen, queries, results, strict=True):
+        assert _identical(got, _single(r, q))
 
 
 def test_blas_threshold_keeps_single_queries_on_the_scan(retriever: Retriever) -> None:
