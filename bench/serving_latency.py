@@ -56,7 +56,9 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1e3, p99 * 1e3
 
 
-def start_services(version_dir: Path) -> tuple[dict[str, int], list[subprocess.Popen]]:
+def start_services(
+    version_dir: Path, batching: str
+) -> tuple[dict[str, int], list[subprocess.Popen]]:
     ports = {name: free_port() for name in ("retrieval", "ranking", "tagging", "gateway")}
     procs = []
     for name, port in ports.items():
@@ -75,6 +77,8 @@ def start_services(version_dir: Path) -> tuple[dict[str, int], list[subprocess.P
             "--log-level",
             "warning",
         ]
+        if name == "retrieval":
+            cmd += ["--batching", batching]
         if name == "gateway":
             cmd += [
                 "--retrieval-addr",
@@ -133,7 +137,7 @@ def in_process(
         cands = retriever.retrieve(h, k, h)
         times_r.append(time.perf_counter() - started)
         started = time.perf_counter()
-        scorer.rank(h, cands.item_ids, cands.scores, 10)
+        scorer.rank(h, cands.item_ids, cands.two_tower_scores, 10)
         times_k.append(time.perf_counter() - started)
     return {"retrieve": statistics.median(times_r) * 1e3, "rank": statistics.median(times_k) * 1e3}
 
@@ -195,6 +199,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--k", type=int, default=200)
+    parser.add_argument(
+        "--batching",
+        nargs="+",
+        default=["off", "on"],
+        choices=["on", "off"],
+        help="retrieval micro-batching modes to compare, one service start each",
+    )
     args = parser.parse_args()
 
     version_dir = resolve(args.artifacts)
@@ -205,16 +216,19 @@ def main() -> int:
     candidates = [retriever.retrieve(h, args.k, h).item_ids for h in histories[:50]]
     local = in_process(version_dir, histories, args.k, args.requests)
 
-    ports, procs = start_services(version_dir)
-    try:
-        rows = asyncio.run(
-            service_runs(ports, histories, args.k, args.requests, args.concurrency, candidates)
-        )
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
+    rows = []
+    for mode in args.batching:
+        ports, procs = start_services(version_dir, mode)
+        try:
+            measured = asyncio.run(
+                service_runs(ports, histories, args.k, args.requests, args.concurrency, candidates)
+            )
+            rows += [(f"{name} (retrieval batching {mode})", *rest) for name, *rest in measured]
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(timeout=30)
 
     print(
         f"# conditions: {platform.processor() or platform.machine()}, "

@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--max-k", type=int, default=env("max_k", 1000))
             p.add_argument(
+                "--batching",
+                choices=["on", "off"],
+                default=env("batching", "on"),
+                help="micro-batch concurrent Retrieve calls",
+            )
+            p.add_argument(
                 "--recall-floor",
                 type=float,
                 default=env("recall_floor", 0.9),

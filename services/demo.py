@@ -80,6 +80,14 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as exc:  # a service failed to start: say which, show its log
+        say(f"error: {exc}")
+        for name in processes:
+            log_file = logs / f"{name}.log"
+            if processes[name].poll() not in (None, 0) and log_file.exists():
+                print(f"--- last lines of {log_file} ---")
+                print("\n".join(log_file.read_text().splitlines()[-15:]))
+        return 1
     finally:
         _stop(processes)
 

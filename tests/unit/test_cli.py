@@ -24,7 +24,10 @@ from services.cli import build_parser
 def test_commands_parse(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert args.command == argv[0]
-    if args.command == "serve":  # every option the server start reads is defined
+    if args.command == "serve":  # every option make_app and serve read is defined
+        from services.commands import make_app
+
+        make_app(args)
         for option in (
             "host",
             "port",
