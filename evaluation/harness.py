@@ -122,11 +122,6 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
-def _dot_scores(user_vecs: np.ndarray, embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    safe = np.where(rows >= 0, rows, 0)
-    return np.einsum("ud,ukd->uk", user_vecs, embeddings[safe]).astype(np.float32)
-
-
 def evaluate_served_pipeline(
     version_dir: Path, eval_set: EvaluationSet, report: EvaluationReport, progress: Progress
 ) -> None:

@@ -95,10 +95,6 @@ def _stage(progress: Progress, name: str) -> Callable[[], None]:
     return done
 
 
-def _exclusions(histories: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.unique(h) for h in histories]
-
-
 def reusable_version(artifact_root: Path, dataset: Dataset) -> Path | None:
     """The newest complete version trained on exactly this data by a compatible build
     (same ranking feature schema), or None."""

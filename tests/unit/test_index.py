@@ -71,3 +71,15 @@ def test_search_many_excludes_per_row() -> None:
     assert rows.shape == (3, 5)
     assert 0 not in rows[0] and rows[2][0] == 2
     assert not set(rows[1]) & {1, 2}
+
+
+def test_gpu_placement_without_gpu_is_a_clear_error(tmp_path) -> None:
+    import faiss as _faiss
+
+    from retrieval.index import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    _faiss.write_index(build_index(EMBEDDINGS, "flat"), str(tmp_path / "i.faiss"))
+    with pytest.raises(RuntimeError, match="no GPU"):
+        ItemIndex.load(tmp_path / "i.faiss", EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES, device="gpu")
