@@ -11,9 +11,11 @@ from pathlib import Path
 import grpc
 
 from pipeline.train import TrainingConfig, train_all
+from recdata.artifacts import ArtifactError
 from recdata.schema import Dataset
 from recdata.synthetic import generate
 from retrieval.index import HNSWConfig, IndexConfig, IVFConfig
+from services.errors import FailedPrecondition
 from services.executor import set_compute_threads
 from services.logs import configure_logging
 from services.runtime import ModelServer, ServerOptions, ServiceApp, serve_until_signal
@@ -140,6 +142,9 @@ async def serve(args: argparse.Namespace) -> int:
     )
     try:
         await serve_until_signal(server)
+    except (ArtifactError, FailedPrecondition) as exc:  # an operator's mistake: say it plainly
+        logger.error("cannot serve: %s", exc)
+        return 2
     except Exception:
         logger.exception("server failed")
         return 1
