@@ -135,18 +135,19 @@ class CoVisitation:
         )
 
 
-def fuse(primary: np.ndarray, secondary: np.ndarray, k: int, smoothing: float = 60.0) -> np.ndarray:
+def fuse(
+    primary: np.ndarray, secondary: np.ndarray, k: int, smoothing: float = 60.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge two best-first row lists by reciprocal-rank fusion: (rows, fused scores),
-    distinct rows, at most k.
+    distinct rows, at most k, best first (ties by row).
 
     Every row of `primary` is eligible and `primary` alone has min(k, eligible) rows, so the
     merged list keeps the exact-k guarantee."""
-    scores: dict[int, float] = {}
-    for ranked in (primary, secondary):
-        for rank, row in enumerate(ranked.tolist()):
-            scores[row] = scores.get(row, 0.0) + 1.0 / (smoothing + rank)
-    merged = sorted(scores, key=lambda r: (-scores[r], r))[:k]
-    return (
-        np.array(merged, dtype=np.int64),
-        np.array([scores[r] for r in merged], dtype=np.float32),
+    rows = np.concatenate([primary, secondary]).astype(np.int64)
+    votes = np.concatenate(
+        [1.0 / (smoothing + np.arange(len(primary))), 1.0 / (smoothing + np.arange(len(secondary)))]
     )
+    unique, inverse = np.unique(rows, return_inverse=True)
+    totals = np.bincount(inverse, weights=votes, minlength=len(unique))
+    order = np.lexsort((unique, -totals))[:k]
+    return unique[order], totals[order].astype(np.float32)
