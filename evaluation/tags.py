@@ -71,7 +71,16 @@ def evaluate_tags(
 
 
 def tags_markdown(result: dict[str, Any]) -> str:
-    columns = ["micro_precision", "micro_recall", "micro_f1", "macro_f1", "precision@1", "recall@3"]
+    columns = [
+        "micro_precision",
+        "micro_recall",
+        "micro_f1",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "precision@1",
+        "recall@3",
+    ]
     lines = ["| tagger | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, metrics in result.items():
         if isinstance(metrics, dict):

@@ -40,11 +40,12 @@ class TaggerTrainConfig:
 
 
 def multilabel_prf(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Micro precision/recall/F1 and macro F1 for boolean (n, V) matrices.
+    """Micro and macro precision/recall/F1 for boolean (n, V) matrices.
 
     Macro F1 averages only over tags with any true or predicted positive:
-    tags absent from both would otherwise contribute an undefined 0/0.
-    Undefined micro ratios are reported as 0.0.
+    tags absent from both would otherwise contribute an undefined 0/0. Macro precision
+    averages over tags that were predicted at least once, macro recall over tags that occur
+    at least once. Undefined micro ratios are reported as 0.0.
     """
     pred = np.asarray(pred, dtype=bool)
     true = np.asarray(true, dtype=bool)
@@ -60,10 +61,15 @@ def multilabel_prf(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     active = (tp + fp + fn) > 0
     per_tag = 2 * tp[active] / (2 * tp[active] + fp[active] + fn[active])
     macro = float(per_tag.mean()) if per_tag.size else 0.0
+    predicted, present = (tp + fp) > 0, (tp + fn) > 0
+    macro_p = float((tp[predicted] / (tp + fp)[predicted]).mean()) if predicted.any() else 0.0
+    macro_r = float((tp[present] / (tp + fn)[present]).mean()) if present.any() else 0.0
     return {
         "micro_precision": float(precision),
         "micro_recall": float(recall),
         "micro_f1": float(f1),
+        "macro_precision": macro_p,
+        "macro_recall": macro_r,
         "macro_f1": macro,
     }
 

@@ -137,12 +137,22 @@ def test_multilabel_prf_matches_hand_computed_values() -> None:
     assert got["micro_recall"] == pytest.approx(0.75)
     assert got["micro_f1"] == pytest.approx(2 / 3)
     assert got["macro_f1"] == pytest.approx(0.5)
+    # macro P over predicted tags 0,1,2: (1 + 1/2 + 0) / 3; macro R over present tags 0,1.
+    assert got["macro_precision"] == pytest.approx(0.5)
+    assert got["macro_recall"] == pytest.approx(0.75)
 
 
 def test_multilabel_prf_degenerate_cases() -> None:
     empty = np.zeros((2, 3), dtype=bool)
     got = multilabel_prf(empty, empty)
-    assert got == {"micro_precision": 0.0, "micro_recall": 0.0, "micro_f1": 0.0, "macro_f1": 0.0}
+    assert got == {
+        "micro_precision": 0.0,
+        "micro_recall": 0.0,
+        "micro_f1": 0.0,
+        "macro_precision": 0.0,
+        "macro_recall": 0.0,
+        "macro_f1": 0.0,
+    }
     with pytest.raises(ValueError):
         multilabel_prf(np.zeros((2, 3), bool), np.zeros((3, 2), bool))
 
