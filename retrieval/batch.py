@@ -34,6 +34,7 @@ import torch
 
 from retrieval.covisitation import fuse
 from retrieval.history import pad_histories
+from retrieval.index import GPU_MAX_K
 from retrieval.retriever import Candidates, Retriever
 
 logger = logging.getLogger(__name__)
@@ -155,8 +156,8 @@ def _prepare(retriever: Retriever, query: RetrievalQuery, slot: int) -> _Prepare
     size = retriever.index.size
     want = min(query.k, size - len(excluded))
     fetch = min(size, want + len(excluded))
-    if fetch < 1:
-        return None
+    if fetch < 1 or (retriever.index.on_gpu and fetch > GPU_MAX_K):
+        return None  # the single path handles it (exact scan)
     unknown = int((~known).sum())
     return _Prepared(slot, history, exclude_rows, excluded, unknown, query.k, want, fetch)
 

@@ -22,6 +22,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
+GPU_MAX_K = 2048  # GPU FAISS refuses larger k per search
 # FAISS k-means wants ~39 training points per centroid; fewer lists than asked beat a warning
 # and badly trained centroids.
 MIN_POINTS_PER_LIST = 39
@@ -271,6 +272,8 @@ class ItemIndex:
             eligible_count = self.size - len(exclude)
             want = min(k, eligible_count)
             fetch = min(self.size, want + len(exclude))
+            if self.on_gpu and fetch > GPU_MAX_K:  # beyond what GPU FAISS allows per search
+                return self._exact_scan(q[0], self.eligible_mask(exclude, inc, exc), want, k)
             scores, rows = self.index.search(q, fetch)
             rows, scores = rows[0], scores[0]
             keep = rows >= 0

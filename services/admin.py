@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from grpc import aio
 
 from recdata.artifacts import ArtifactError, latest_version
 from recsys.v1 import admin_pb2, admin_pb2_grpc
-from services.errors import NotFound, grpc_errors
+from services.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
+from services.logs import log_fields
 
 if TYPE_CHECKING:
     from services.runtime import ModelServer
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
 
@@ -27,11 +31,21 @@ class ModelAdmin(admin_pb2_grpc.ModelAdminServiceServicer):
     async def ReloadModel(
         self, request: admin_pb2.ReloadModelRequest, context: aio.ServicerContext
     ) -> admin_pb2.ReloadModelResponse:
+        if request.version and ("/" in request.version or request.version in {".", ".."}):
+            raise InvalidArgument("version", "must be a version directory name")
         try:
             version = request.version or latest_version(self._server.app.config.artifacts)
             previous, current, seconds = await self._server.reload(version)
-        except ArtifactError as exc:  # a version that does not exist or is incomplete
+        except ArtifactError as exc:  # no such version, or an incomplete one
             raise NotFound(str(exc)) from exc
+        except (FailedPrecondition, NotFound):
+            raise
+        except Exception as exc:  # corrupt files, incompatible schema …: the old one serves on
+            logger.exception("reload failed", extra=log_fields(version=request.version))
+            raise FailedPrecondition(
+                f"version {request.version or 'LATEST'} failed to load ({exc}); "
+                "the previous version is still serving"
+            ) from exc
         return admin_pb2.ReloadModelResponse(
             version=current, previous_version=previous, load_seconds=seconds
         )

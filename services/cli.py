@@ -38,6 +38,18 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         help="Prometheus /metrics port; -1 disables",
     )
     p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=env("reuse_port", "") == "1",
+        help="SO_REUSEPORT: let several processes of this service share --port",
+    )
+    p.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=env("max_concurrent_rpcs", 1000),
+        help="calls handled at once; beyond it RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
         "--admin-port",
         type=int,
         default=env("admin_port", -1),

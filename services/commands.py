@@ -138,6 +138,8 @@ async def serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             grace_seconds=args.grace,
             admin_port=args.admin_port,
+            reuse_port=args.reuse_port,
+            max_concurrent_rpcs=args.max_concurrent_rpcs,
         ),
     )
     try:

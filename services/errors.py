@@ -45,7 +45,7 @@ def grpc_errors(handler: Handler[R]) -> Handler[R]:
     async def wrapped(self: Any, request: Any, context: aio.ServicerContext) -> R:
         try:
             return await handler(self, request, context)
-        except (InvalidArgument, ValueError) as exc:
+        except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except NotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))

@@ -34,7 +34,7 @@ from recsys.v1 import (
     tagging_pb2_grpc,
 )
 from services import validation
-from services.errors import InvalidArgument, NotReady, grpc_errors
+from services.errors import NotReady, grpc_errors
 from services.logs import log_fields
 from services.metrics import DEGRADED, STAGE_LATENCY
 
@@ -65,6 +65,14 @@ class GatewayConfig:
     retrieval_share: float = 0.4  # of the remaining time
     ranking_share: float = 0.6  # of what remains after retrieval
     tags_per_item: int = 3
+
+    def __post_init__(self) -> None:
+        if self.default_deadline_s <= 0:
+            raise ValueError(f"default deadline must be > 0 s, got {self.default_deadline_s}")
+        if self.candidates < 1 or self.max_items < 1:
+            raise ValueError("candidates and max_items must be >= 1")
+        if not (0 < self.retrieval_share < 1 and 0 < self.ranking_share < 1):
+            raise ValueError("stage shares must be within (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,9 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
 
         remaining = context.time_remaining()
         budget = cfg.default_deadline_s if remaining is None else remaining
-        deadline = time.monotonic() + budget
+        # Keep a margin for building the reply, so a stage that times out still leaves time to
+        # answer (degraded) before the client's own deadline.
+        deadline = time.monotonic() + budget - min(0.05, 0.1 * budget)
         stages = Stages([])
         history = self._history(data, user, recent)
         if not request.allow_seen_items:
@@ -174,7 +184,16 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
             )
         except aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument("request", err.details() or "rejected by retrieval") from err
+                # The gateway validated the user's fields; a refusal here is its own settings
+                # (e.g. --candidates above retrieval's --max-k), not the caller's mistake.
+                logger.error(
+                    "retrieval rejected the gateway's request",
+                    extra=log_fields(details=err.details()),
+                )
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"gateway misconfigured: retrieval rejected its request: {err.details()}",
+                )
             logger.warning(
                 "retrieval failed", extra=log_fields(code=err.code().name, details=err.details())
             )

@@ -51,12 +51,19 @@ MODEL_INFO = Gauge(
 Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 
 
-def start_metrics_http(port: int, host: str = "127.0.0.1") -> int | None:
-    """Serve /metrics on `port` (0 = any free port, negative = disabled); returns the port."""
+def start_metrics_http(port: int, host: str = "127.0.0.1") -> Any | None:
+    """Serve /metrics on `port` (0 = any free port, negative = disabled); returns the HTTP
+    server (its `server_address[1]` is the port), to stop with stop_metrics_http."""
     if port < 0:
         return None
     httpd, _thread = start_http_server(port, addr=host)
-    return int(httpd.server_address[1])
+    return httpd
+
+
+def stop_metrics_http(httpd: Any | None) -> None:
+    if httpd is not None:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 class MetricsInterceptor(aio.ServerInterceptor):

@@ -80,6 +80,8 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                     "candidate_item_ids (send one per candidate, or none)",
                 )
             scores = np.asarray(request.candidate_scores, dtype=np.float32)
+            if not np.isfinite(scores).all():
+                raise InvalidArgument("candidate_scores", "must be finite numbers")
         if request.num_items < 0:
             raise InvalidArgument("num_items", f"must be >= 0, got {request.num_items}")
         if len(np.unique(candidates)) != len(candidates):

@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +21,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.admin import SERVICE_NAME as ADMIN_SERVICE
 from services.admin import ModelAdmin
 from services.logs import log_fields
-from services.metrics import MODEL_INFO, MetricsInterceptor, start_metrics_http
+from services.metrics import (
+    MODEL_INFO,
+    MetricsInterceptor,
+    start_metrics_http,
+    stop_metrics_http,
+)
 from services.reflection import enable_reflection
 
 logger = logging.getLogger(__name__)
@@ -57,6 +62,11 @@ class ServerOptions:
     metrics_port: int = -1  # negative = no /metrics endpoint
     grace_seconds: float = 10.0
     admin_port: int = -1  # ModelAdminService: -1 off, 0 on the main port, >0 its own port
+    # Share the port with other processes of this service (SO_REUSEPORT). Off by default:
+    # with it on, a second server on a taken port starts silently and steals traffic.
+    reuse_port: bool = False
+    # Calls handled at once; past it gRPC answers RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 1000
 
 
 class ModelServer:
@@ -74,10 +84,11 @@ class ModelServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Several worker processes may share one port (SO_REUSEPORT).
-                ("grpc.so_reuseport", 1),
+                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
             ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
+        self._metrics_httpd: Any = None
         self._stopped = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
@@ -97,35 +108,44 @@ class ModelServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
         address = f"{self.options.host}:{self.options.port}"
-        self.port = self._server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"could not bind {address}")
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc raises on a taken port
+            raise OSError(f"could not bind {address}: {exc}") from exc
         await self._server.start()
-        self.metrics_port = start_metrics_http(self.options.metrics_port, self.options.host)
-        if self.options.admin_port > 0:
-            await self._start_admin_server()
-        elif self.options.admin_port == 0:
-            self.admin_port = self.port
-        logger.info(
-            "listening",
-            extra=log_fields(
-                port=self.port, metrics_port=self.metrics_port, host=self.options.host
-            ),
-        )
-        if load:
-            try:
+        try:
+            self._metrics_httpd = start_metrics_http(self.options.metrics_port, self.options.host)
+            if self._metrics_httpd is not None:
+                self.metrics_port = int(self._metrics_httpd.server_address[1])
+            if self.options.admin_port > 0:
+                await self._start_admin_server()
+            elif self.options.admin_port == 0:
+                self.admin_port = self.port
+            logger.info(
+                "listening",
+                extra=log_fields(
+                    port=self.port, metrics_port=self.metrics_port, host=self.options.host
+                ),
+            )
+            if load:
                 await self.load()
-            except BaseException:
-                # A server that cannot load its model must not linger half-alive.
-                await self._server.stop(0)
-                if self._admin_server is not None:
-                    await self._admin_server.stop(0)
-                raise
+        except BaseException:
+            # A server that cannot load its model must not linger half-alive.
+            await self._abort_start()
+            raise
         return self.port
+
+    async def _abort_start(self) -> None:
+        await self._server.stop(0)
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)
+        stop_metrics_http(self._metrics_httpd)
+        await self.app.close()
 
     async def load(self) -> None:
         started = time.perf_counter()
-        self.model_version = await self.app.load()
+        async with self._reload_lock:  # a ReloadModel during start-up waits for this
+            self.model_version = await self.app.load()
         MODEL_INFO.labels(self.app.name, self.model_version).set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
@@ -178,6 +198,7 @@ class ModelServer:
         if self._admin_server is not None:
             await self._admin_server.stop(0)
         await self._server.stop(grace)
+        stop_metrics_http(self._metrics_httpd)
         await self.app.close()
         logger.info("stopped")
         self._stopped.set()

@@ -121,6 +121,11 @@ def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
             "candidate_scores",
         ),
         ({"candidate_item_ids": [999_999_999]}, grpc.StatusCode.NOT_FOUND, "candidate_item_ids"),
+        (
+            {"candidate_item_ids": [100001, 100002], "candidate_scores": [0.5, float("nan")]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "candidate_scores",
+        ),
         ({"candidate_item_ids": [-1]}, grpc.StatusCode.INVALID_ARGUMENT, "candidate_item_ids"),
         (
             {"candidate_item_ids": list(range(1, 2002))},
