@@ -21,6 +21,9 @@ class RankerConfig:
     num_tags: int
     dim: int = 32
     hidden: int = 128
+    # Ablation switches (docs/evaluation.md); both on in the served model.
+    use_attention: bool = True  # target attention over history; off = mean of history
+    use_tags: bool = True  # tag embedding + tag_affinity feature
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -60,17 +63,25 @@ class Ranker(nn.Module):
             self.category(batch.candidate_categories)
             + self.brand(batch.candidate_brands)
             + self.price(batch.candidate_prices)
-            + self.tags(tags)
         )
+        dense = batch.dense
+        if self.cfg.use_tags:
+            cand = cand + self.tags(tags)
+        else:
+            dense = dense.clone()
+            dense[..., DENSE_FEATURES.index("tag_affinity")] = 0.0
         hist = self.category(batch.history_categories)
         mask = batch.history != self.cfg.num_items  # (B, H)
         att = torch.einsum("bcd,bhd->bch", cand, hist) / math.sqrt(self.cfg.dim)
         att = att.masked_fill(~mask[:, None, :], -1e9)
         weights = torch.softmax(att, dim=-1) * mask[:, None, :]
-        interest = torch.einsum("bch,bhd->bcd", weights, hist)
         mean_hist = (hist * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         mean_hist = mean_hist[:, None, :].expand_as(cand)
-        x = torch.cat([cand, interest, interest * cand, mean_hist, batch.dense], dim=-1)
+        if self.cfg.use_attention:
+            interest = torch.einsum("bch,bhd->bcd", weights, hist)
+        else:
+            interest = mean_hist
+        x = torch.cat([cand, interest, interest * cand, mean_hist, dense], dim=-1)
         # Residual on the retrieval score: at initialisation the ranker reproduces retrieval
         # order, and training learns corrections to it.
         return self.head(x).squeeze(-1) + self.score_weight * batch.dense[..., 0]

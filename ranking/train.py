@@ -33,6 +33,8 @@ class RankerTrainConfig:
     patience: int = 2
     drop_retrieval_score: float = 0.1  # so a caller without scores still gets good order
     seed: int = 0
+    use_attention: bool = True  # ablation switches, see RankerConfig
+    use_tags: bool = True
 
 
 @dataclass
@@ -127,6 +129,8 @@ def train_ranker(
             num_brands=len(items.brand_names),
             num_tags=features.num_tags,
             dim=cfg.dim,
+            use_attention=cfg.use_attention,
+            use_tags=cfg.use_tags,
         )
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
