@@ -39,6 +39,7 @@ from recsys.v1 import (
     retrieval_pb2_grpc,
 )
 from retrieval.retriever import Retriever
+from services.cli import serve_command
 from services.executor import set_compute_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,21 +63,7 @@ def start_services(
     ports = {name: free_port() for name in ("retrieval", "ranking", "tagging", "gateway")}
     procs = []
     for name, port in ports.items():
-        cmd = [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "serve",
-            name,
-            "--artifacts",
-            str(version_dir),
-            "--port",
-            str(port),
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "warning",
-        ]
+        cmd = serve_command(name, version_dir, port, -1, "--log-level", "warning")
         if name == "retrieval":
             cmd += ["--batching", batching]
         if name == "gateway":

@@ -34,7 +34,6 @@ import torch
 
 from retrieval.covisitation import fuse
 from retrieval.history import pad_histories
-from retrieval.index import GPU_MAX_K
 from retrieval.retriever import Candidates, Retriever
 
 logger = logging.getLogger(__name__)
@@ -150,13 +149,9 @@ def _prepare(retriever: Retriever, query: RetrievalQuery, slot: int) -> _Prepare
     if query.exclude_item_ids is not None and len(query.exclude_item_ids):
         ex_rows, ex_known = items.rows_of(query.exclude_item_ids)
         exclude_rows = ex_rows[ex_known]
-    # The same arithmetic as ItemIndex.search's unfiltered branch: an exact index loses at
-    # most |excluded| of its top results to the exclusions.
     excluded = np.unique(exclude_rows)
-    size = retriever.index.size
-    want = min(query.k, size - len(excluded))
-    fetch = min(size, want + len(excluded))
-    if fetch < 1 or (retriever.index.on_gpu and fetch > GPU_MAX_K):
+    want, fetch = retriever.index.unfiltered_fetch(query.k, len(excluded))
+    if fetch < 1 or not retriever.index.fits_one_search(fetch):
         return None  # the single path handles it (exact scan)
     unknown = int((~known).sum())
     return _Prepared(slot, history, exclude_rows, excluded, unknown, query.k, want, fetch)
@@ -241,7 +236,7 @@ def _finish(
     inner = scores
     if retriever.covisitation is not None:
         covisited, _ = retriever.covisitation.candidates(
-            p.history, retriever._covis_k(p.k), exclude=p.exclude_rows
+            p.history, retriever.covisitation_k(p.k), exclude=p.exclude_rows
         )
         rows, scores = fuse(rows, covisited, p.k)
         inner = (retriever.index.embeddings[rows] @ user).astype(np.float32)

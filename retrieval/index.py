@@ -269,10 +269,8 @@ class ItemIndex:
         exc = exclude_categories if exclude_categories is not None else np.empty(0, np.int64)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
         if len(inc) == 0 and len(exc) == 0:
-            eligible_count = self.size - len(exclude)
-            want = min(k, eligible_count)
-            fetch = min(self.size, want + len(exclude))
-            if self.on_gpu and fetch > GPU_MAX_K:  # beyond what GPU FAISS allows per search
+            want, fetch = self.unfiltered_fetch(k, len(exclude))
+            if not self.fits_one_search(fetch):
                 return self._exact_scan(q[0], self.eligible_mask(exclude, inc, exc), want, k)
             scores, rows = self.index.search(q, fetch)
             rows, scores = rows[0], scores[0]
@@ -298,6 +296,16 @@ class ItemIndex:
                 if len(rows) == want:
                     return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
+
+    def unfiltered_fetch(self, k: int, n_excluded: int) -> tuple[int, int]:
+        """(results wanted, results to fetch) for a search with only excluded ids: an exact
+        index loses at most |excluded| of its top results to the exclusions."""
+        want = min(k, self.size - n_excluded)
+        return want, min(self.size, want + n_excluded)
+
+    def fits_one_search(self, fetch: int) -> bool:
+        """GPU FAISS refuses k > GPU_MAX_K per search; beyond it the exact scan serves."""
+        return not (self.on_gpu and fetch > GPU_MAX_K)
 
     def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         """Each index family takes its own parameter type (it rejects the base one)."""

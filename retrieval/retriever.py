@@ -126,7 +126,7 @@ class Retriever:
         rows, scores, inner = result.rows, result.scores, result.scores
         if self.covisitation is not None:
             covisited, _ = self.covisitation.candidates(
-                history, self._covis_k(k), exclude=exclude_rows
+                history, self.covisitation_k(k), exclude=exclude_rows
             )
             covisited = covisited[self._category_ok(covisited, inc, exc)]
             rows, scores = fuse(rows, covisited, k)
@@ -140,7 +140,7 @@ class Retriever:
             result.exhausted,
         )
 
-    def _covis_k(self, k: int) -> int:
+    def covisitation_k(self, k: int) -> int:
         return max(1, int(k * self.covisitation_share))
 
     def _category_ok(self, rows: np.ndarray, inc: np.ndarray, exc: np.ndarray) -> np.ndarray:
@@ -167,7 +167,7 @@ class Retriever:
             first = primary[i][primary[i] >= 0]
             if self.covisitation is not None:
                 covisited, _ = self.covisitation.candidates(
-                    history, self._covis_k(k), exclude=exclusions[i]
+                    history, self.covisitation_k(k), exclude=exclusions[i]
                 )
                 first, _ = fuse(first, covisited, k)
             rows[i, : len(first)] = first

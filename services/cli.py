@@ -81,6 +81,26 @@ DEFAULT_PORTS = {
 }
 
 
+def serve_command(
+    name: str, artifacts: Path, port: int, metrics_port: int, *extra: str
+) -> list[str]:
+    """The command line that runs one service as its own process (demo, benchmarks)."""
+    return [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "serve",
+        name,
+        "--artifacts",
+        str(artifacts),
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        *extra,
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from recdata.artifacts import read_manifest
 from recdata.feature_store import UserHistoryStore
 from recdata.synthetic import generate
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc
-from services.cli import DEFAULT_PORTS
+from services.cli import DEFAULT_PORTS, serve_command
 
 SERVICES = ("retrieval", "ranking", "tagging", "gateway")
 READY_TIMEOUT_S = 180.0
@@ -49,19 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         for name in SERVICES:
             port, metrics_port = DEFAULT_PORTS[name]
-            cmd = [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "serve",
-                name,
-                "--artifacts",
-                str(version_dir),
-                "--port",
-                str(port),
-                "--metrics-port",
-                str(metrics_port),
-            ]
+            cmd = serve_command(name, version_dir, port, metrics_port)
             log = (logs / f"{name}.log").open("wb")
             processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             say(
