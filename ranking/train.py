@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from evaluation.metrics import ndcg_at_k
 from ranking.features import FeatureBuilder
@@ -33,6 +34,8 @@ class RankerTrainConfig:
     patience: int = 2
     drop_retrieval_score: float = 0.1  # so a caller without scores still gets good order
     seed: int = 0
+    cross_layers: int = 2  # DCN-v2 cross layers (0: none), see RankerConfig
+    cross_rank: int = 32  # low-rank cross weights (0: full rank), see RankerConfig
     use_attention: bool = True  # ablation switches, see RankerConfig
     use_tags: bool = True
 
@@ -80,21 +83,22 @@ def sample_negatives(
 def _rerank_ndcg(
     model: Ranker, features: FeatureBuilder, val: RankingValidation, k: int = 10
 ) -> float:
+    model.eval()
     ranked = rerank(model, features, val.histories, val.candidates, val.scores)
     return ndcg_at_k(ranked, val.targets, k)
 
 
 @torch.inference_mode()
 def rerank(
-    model: Ranker,
+    model: nn.Module,
     features: FeatureBuilder,
     histories: list[np.ndarray],
     candidates: np.ndarray,
     scores: np.ndarray | None,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Reorder each row of candidates (-1 padded) by the ranker; returns rows, -1 last."""
-    model.eval()
+    """Reorder each row of candidates (-1 padded) by the ranker (eager or exported, in
+    eval mode); returns rows, -1 last."""
     out = np.full(candidates.shape, -1, dtype=np.int64)
     for start in range(0, len(candidates), batch_size):
         sl = slice(start, start + batch_size)
@@ -102,7 +106,7 @@ def rerank(
         valid = cand >= 0
         safe = np.where(valid, cand, 0)
         batch = features.build(histories[sl], safe, None if scores is None else scores[sl])
-        logits = model(batch).numpy()
+        logits = model(*batch.tensors()).numpy().reshape(cand.shape)
         logits = np.where(valid, logits, -np.inf)
         order = np.argsort(-logits, axis=1, kind="stable")
         out[sl] = np.where(
@@ -129,6 +133,8 @@ def train_ranker(
             num_brands=len(items.brand_names),
             num_tags=features.num_tags,
             dim=cfg.dim,
+            cross_layers=cfg.cross_layers,
+            cross_rank=cfg.cross_rank,
             use_attention=cfg.use_attention,
             use_tags=cfg.use_tags,
         )
@@ -148,8 +154,8 @@ def train_ranker(
             batch = features.build(
                 [examples.histories[i] for i in idx], examples.candidates[idx], scores
             )
-            batch.dense[torch.from_numpy(drop), :, :2] = 0.0
-            logits = model(batch)
+            batch.dense[torch.from_numpy(drop)[batch.user_index], :2] = 0.0
+            logits = model(*batch.tensors()).view(len(idx), -1)
             loss = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
             optimizer.zero_grad()
             loss.backward()

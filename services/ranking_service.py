@@ -1,7 +1,15 @@
-"""RankingService: a thin adapter over ranking.RankingScorer."""
+"""RankingService: a thin adapter over ranking.RankingScorer.
+
+With batching on, concurrent Rank calls are gathered by a `MicroBatcher` (services/batching.py)
+and scored by one forward pass (`ranking.scorer.rank_grouped`): a lone call never waits, a
+batch grows only while another one runs, up to `batch_max` calls, `batch_wait_ms` or the
+earliest member's deadline; past `batch_queue` waiting calls a request gets
+RESOURCE_EXHAUSTED at once. Results equal the unbatched ones (tests/unit/test_ranking_batch.py).
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,13 +17,20 @@ from pathlib import Path
 import numpy as np
 from grpc import aio
 
-from ranking.scorer import RankingScorer, UnknownCandidates
+from ranking.scorer import (
+    IncompatibleRanker,
+    RankingScorer,
+    RankQuery,
+    UnknownCandidates,
+    rank_grouped,
+)
 from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from services import validation
-from services.errors import InvalidArgument, NotFound, NotReady, grpc_errors
+from services.batching import MicroBatcher, deadline_from_remaining
+from services.errors import FailedPrecondition, InvalidArgument, NotFound, NotReady, grpc_errors
 from services.executor import ModelExecutor
-from services.metrics import STAGE_LATENCY
+from services.metrics import BATCH_SIZE, STAGE_LATENCY
 
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
@@ -25,7 +40,27 @@ class RankingConfig:
     artifacts: Path
     max_candidates: int = 2000
     max_recent_items: int = 500
+    device: str = "auto"  # auto | cpu | cuda (auto: CUDA when torch sees a GPU)
+    # On by default, chosen by measurement (docs/benchmarks.md, "Ranking"): one forward over
+    # several requests amortises the per-call feature and forward overheads (~1.4x CPU per
+    # call at 200 candidates), and a lone call is dispatched at once.
+    batching: bool = True
+    batch_max: int = 32
+    batch_wait_ms: float = 2.0
+    batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
     workers: int = 2
+
+    @classmethod
+    def from_args(cls, artifacts: Path, args: argparse.Namespace) -> RankingConfig:
+        """From `recserve serve ranking` flags (services/cli.py)."""
+        return cls(
+            artifacts,
+            device=args.device,
+            batching=args.batching == "on",
+            batch_max=args.batch_max,
+            batch_wait_ms=args.batch_wait_ms,
+            workers=args.workers,
+        )
 
 
 class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
@@ -36,6 +71,17 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         self.loaded: tuple[RankingScorer, str] | None = None  # swapped as one reference
         self._executor = ModelExecutor(config.workers, "ranking")
         self._timing = STAGE_LATENCY.labels("ranking", "forward")
+        self._batcher: MicroBatcher | None = None
+        if config.batching:
+            self._batcher = MicroBatcher(
+                rank_grouped,
+                self._executor.pool,
+                max_batch=config.batch_max,
+                max_wait_ms=config.batch_wait_ms,
+                max_queue=config.batch_queue,
+                max_concurrent=config.workers,
+                on_batch=BATCH_SIZE.labels("ranking").observe,
+            )
 
     @property
     def service_names(self) -> list[str]:
@@ -48,13 +94,24 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         version_dir = resolve_version(self.config.artifacts, version)
         manifest = read_manifest(version_dir)
         require_component(version_dir, manifest, "ranking")
-        scorer = await self._executor.run(lambda: RankingScorer.load(version_dir))
+        try:
+            scorer = await self._executor.run(
+                lambda: RankingScorer.load(version_dir, device=self.config.device)
+            )
+        except IncompatibleRanker as exc:  # an operator's mistake: FAILED_PRECONDITION
+            raise FailedPrecondition(str(exc)) from exc
+        # Warm-up: the first forward passes allocate; keep that off real requests. Two
+        # sizes, so a batched forward's larger buffers are warm too.
         ids = scorer.items.item_ids
         await self._executor.run(lambda: scorer.rank(ids[:10], ids[:200], None, 10))
+        warm = [RankQuery(ids[: i + 1], ids[:200], None, 10) for i in range(4)]
+        await self._executor.run(lambda: scorer.rank_many(warm))
         self.loaded = (scorer, manifest["version"])
         return manifest["version"]
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
         self._executor.shutdown()
 
     @grpc_errors
@@ -64,6 +121,33 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         if self.loaded is None:
             raise NotReady("ranking model is still loading")
         scorer, version = self.loaded
+        query = self._query(request)
+        started = time.perf_counter()
+        try:
+            if self._batcher is not None:
+                ranked = await self._batcher.submit(
+                    (scorer, query), deadline_from_remaining(context.time_remaining())
+                )
+            else:
+                ranked = await self._executor.run(
+                    lambda: scorer.rank(
+                        query.recent_item_ids,
+                        query.candidate_ids,
+                        query.candidate_scores,
+                        query.num_items,
+                    )
+                )
+        except UnknownCandidates as exc:
+            raise NotFound(f"candidate_item_ids: {exc}") from exc
+        self._timing.observe(time.perf_counter() - started)
+        return ranking_pb2.RankResponse(
+            item_ids=ranked.item_ids.tolist(),
+            scores=ranked.scores.tolist(),
+            model_version=version,
+        )
+
+    def _query(self, request: ranking_pb2.RankRequest) -> RankQuery:
+        """The request validated into scorer arguments (INVALID_ARGUMENT naming the field)."""
         cfg = self.config
         candidates = validation.item_ids(
             request.candidate_item_ids, "candidate_item_ids", cfg.max_candidates
@@ -86,16 +170,4 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
             raise InvalidArgument("num_items", f"must be >= 0, got {request.num_items}")
         if len(np.unique(candidates)) != len(candidates):
             raise InvalidArgument("candidate_item_ids", "contains duplicate ids")
-        started = time.perf_counter()
-        try:
-            ranked = await self._executor.run(
-                lambda: scorer.rank(recent, candidates, scores, request.num_items)
-            )
-        except UnknownCandidates as exc:
-            raise NotFound(f"candidate_item_ids: {exc}") from exc
-        self._timing.observe(time.perf_counter() - started)
-        return ranking_pb2.RankResponse(
-            item_ids=ranked.item_ids.tolist(),
-            scores=ranked.scores.tolist(),
-            model_version=version,
-        )
+        return RankQuery(recent, candidates, scores, request.num_items)
