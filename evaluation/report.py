@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from pipeline.train import TrainingConfig, reusable_version, train_all
 from recdata.items import ItemTable
 from recdata.schema import Dataset
 from recdata.split import leave_last_out, user_sequences
+from tagging.tagger import ENCODERS
 
 Progress = Callable[[str], None]
 
@@ -68,6 +69,7 @@ def run_evaluation(
     retrain: bool,
     tags: bool,
     progress: Progress,
+    tag_encoders: Sequence[str] = ENCODERS,
 ) -> EvaluationResult:
     version, report = None, None
     if len(dataset.interactions):
@@ -82,5 +84,5 @@ def run_evaluation(
     tag_result = None
     has_tags = dataset.items["tags"].map(len).sum() > 0
     if tags and has_tags:
-        tag_result = evaluate_tags(dataset, config.tagger, progress=progress)
+        tag_result = evaluate_tags(dataset, config.tagger, progress=progress, encoders=tag_encoders)
     return EvaluationResult(dataset.name, version, report, tag_result)

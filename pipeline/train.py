@@ -137,7 +137,7 @@ def train_all(
         dataset.items["item_id"].to_numpy(np.int64),
         tagger.predict_proba(texts),
         tagger.tag_names,
-        tagger.threshold,
+        tagger.thresholds,  # per tag, calibrated on validation items
     )
     done()
 

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train all models and publish an artifact version")
     train.add_argument("--artifacts", type=Path, default=Path(env("artifacts", "artifacts")))
     _add_dataset_flags(train)
+    train.add_argument(
+        "--tag-encoder",
+        choices=["fast", "minilm"],
+        default=env("tag_encoder", "fast"),
+        help="tag model: hashed n-grams (fast) or frozen all-MiniLM-L6-v2 + head (minilm)",
+    )
 
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
     serve_sub = serve.add_subparsers(dest="service", required=True)
@@ -143,6 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 default=env("force_index", "") == "1",
                 help="serve an index below the recall floor anyway",
+            )
+        if name == "ranking":
+            p.add_argument(
+                "--device",
+                default=env("device", "auto"),
+                choices=["auto", "cpu", "cuda", "gpu"],
+                help="where the ranker runs: auto = CUDA when torch sees a GPU (gpu = cuda)",
+            )
+            p.add_argument(
+                "--batching",
+                choices=["on", "off"],
+                default=env("batching", "on"),
+                help="micro-batch concurrent Rank calls into one forward pass "
+                "(measured in docs/benchmarks.md)",
+            )
+            p.add_argument(
+                "--batch-max", type=int, default=env("batch_max", 32), help="calls per batch"
+            )
+            p.add_argument(
+                "--batch-wait-ms",
+                type=float,
+                default=env("batch_wait_ms", 2.0),
+                help="longest a call waits for company (only while a batch is running)",
+            )
+        if name == "tagging":
+            p.add_argument(
+                "--batching",
+                choices=["on", "off"],
+                default=env("batching", "on"),
+                help="micro-batch concurrent GenerateTags calls",
             )
         if name == "gateway":
             p.add_argument("--retrieval-addr", default=env("retrieval_addr", "127.0.0.1:50052"))
@@ -182,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--retrain", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None, help="write the results as JSON")
     evaluate.add_argument("--skip-tags", action="store_true")
+    evaluate.add_argument(
+        "--tag-encoder",
+        choices=["fast", "minilm", "all"],
+        default=env("tag_encoder", "all"),
+        help="tag encoders to evaluate (all: both); the artifact's is fast unless one is named",
+    )
 
     rec = sub.add_parser("recommend", help="call the gateway and print the answer")
     rec.add_argument("--addr", default=env("gateway_addr", "127.0.0.1:50051"))

@@ -54,6 +54,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
     )
     if args.epochs is not None:
         config.tagger.epochs = config.two_tower.epochs = config.ranker.epochs = args.epochs
+    if getattr(args, "tag_encoder", "all") != "all":
+        config.tagger.encoder = args.tag_encoder
     return config
 
 
@@ -80,6 +82,7 @@ def evaluate(args: argparse.Namespace) -> int:
         retrain=args.retrain,
         tags=not args.skip_tags,
         progress=_progress,
+        tag_encoders=["fast", "minilm"] if args.tag_encoder == "all" else [args.tag_encoder],
     )
     print(result.markdown())
     if args.report:
@@ -107,11 +110,13 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
     if args.service == "ranking":
         from services.ranking_service import RankingApp, RankingConfig
 
-        return RankingApp(RankingConfig(artifacts, workers=args.workers))
+        return RankingApp(RankingConfig.from_args(artifacts, args))
     if args.service == "tagging":
         from services.tagging_service import TaggingApp, TaggingConfig
 
-        return TaggingApp(TaggingConfig(artifacts, workers=args.workers))
+        return TaggingApp(
+            TaggingConfig(artifacts, workers=args.workers, batching=args.batching == "on")
+        )
     from services.gateway_service import GatewayApp, GatewayConfig
 
     return GatewayApp(

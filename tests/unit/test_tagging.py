@@ -234,7 +234,10 @@ def test_training_beats_most_frequent_baseline(trained: tuple[Tagger, dict, list
     tagger, metrics, lines = trained
     assert metrics["num_train"] == 720 and metrics["num_validation"] == 80
     assert metrics["num_tags"] == len(tagger.vocabulary) == 10
-    assert metrics["threshold"] == _CONFIG.threshold
+    # Thresholds are calibrated on the validation items: one per tag, within the grid.
+    assert tagger.thresholds.shape == (10,) and metrics["threshold"] == tagger.threshold
+    assert ((tagger.thresholds >= 0.05) & (tagger.thresholds <= 0.95)).all()
+    assert metrics["encoder"] == "fast" and tagger.encoder == "fast"
     assert metrics["micro_f1"] > 0.6
     assert metrics["micro_f1"] > metrics["baseline_micro_f1"] + 0.2
     assert len(lines) == _CONFIG.epochs and lines[0].startswith("epoch 1/")
@@ -267,9 +270,10 @@ def test_predict_respects_max_tags_and_min_confidence(
     assert tagger.predict(texts, max_tags=0) == [[], [], []]
     for row in tagger.predict(texts, max_tags=5, min_confidence=0.7):
         assert all(c >= 0.7 for _, c in row)
-    # Default cut-off is the trained threshold.
+    # Default cut-off is each tag's calibrated threshold.
+    cut = dict(zip(tagger.tag_names, tagger.thresholds, strict=True))
     for row in tagger.predict(texts):
-        assert len(row) <= 5 and all(c >= tagger.threshold for _, c in row)
+        assert len(row) <= 5 and all(c >= cut[name] for name, c in row)
     probs = tagger.predict_proba(texts)
     assert probs.shape == (3, len(tagger.vocabulary)) and probs.dtype == np.float32
     assert tagger.predict([]) == [] and tagger.predict_proba([]).shape == (0, 10)
@@ -286,5 +290,28 @@ def test_save_load_round_trip(
     np.testing.assert_array_equal(tagger.predict_proba(texts), loaded.predict_proba(texts))
     assert loaded.predict(texts) == tagger.predict(texts)
     assert loaded.threshold == tagger.threshold
+    np.testing.assert_allclose(loaded.thresholds, tagger.thresholds, atol=1e-4)
     assert loaded.vocabulary.names == tagger.vocabulary.names
     assert loaded.config["num_buckets"] == _CONFIG.num_buckets
+
+
+def test_loads_a_format_1_artifact(
+    trained: tuple[Tagger, dict, list[str]], tmp_path: pathlib.Path
+) -> None:
+    """Versions written before encoders were pluggable: fast model, one threshold."""
+    tagger = trained[0]
+    tagger.save(tmp_path)
+    meta = json.loads((tmp_path / "tagger.json").read_text())
+    old = {
+        "format_version": 1,
+        "vocabulary": meta["vocabulary"],
+        "model": meta["scorer"]["model"],
+        "num_buckets": meta["scorer"]["num_buckets"],
+        "threshold": 0.4,
+        "config": meta["config"],
+    }
+    (tmp_path / "tagger.json").write_text(json.dumps(old))
+    loaded = Tagger.load(tmp_path)
+    assert loaded.encoder == "fast" and loaded.threshold == 0.4
+    assert loaded.thresholds.tolist() == pytest.approx([0.4] * len(loaded.vocabulary))
+    np.testing.assert_array_equal(loaded.predict_proba(["retro"]), tagger.predict_proba(["retro"]))
