@@ -145,15 +145,12 @@ def _prepare(retriever: Retriever, query: RetrievalQuery, slot: int) -> _Prepare
     history = rows[known]
     if len(history) == 0:
         return None  # cold start: popular items
-    exclude_rows = np.empty(0, np.int64)
-    if query.exclude_item_ids is not None and len(query.exclude_item_ids):
-        ex_rows, ex_known = items.rows_of(query.exclude_item_ids)
-        exclude_rows = ex_rows[ex_known]
-    excluded = np.unique(exclude_rows)
+    exclude_rows = retriever.exclusion_rows(query.exclude_item_ids)
+    excluded = retriever.index.base_exclusions(exclude_rows)  # dead base rows included
     want, fetch = retriever.index.unfiltered_fetch(query.k, len(excluded))
     if fetch < 1 or not retriever.index.fits_one_search(fetch):
         return None  # the single path handles it (exact scan)
-    unknown = int((~known).sum())
+    unknown = retriever.unknown_count(known, query.recent_item_ids)
     return _Prepared(slot, history, exclude_rows, excluded, unknown, query.k, want, fetch)
 
 
@@ -231,16 +228,21 @@ def _keep_eligible(
 def _finish(
     retriever: Retriever, p: _Prepared, user: np.ndarray, rows: np.ndarray, scores: np.ndarray
 ) -> Candidates:
-    """Co-visitation fusion exactly as Retriever.retrieve does it. Its category mask
-    (`_category_ok`) is all-true without category filters, so it is skipped here."""
+    """Live items merged in and co-visitation fused exactly as Retriever.retrieve does it.
+    Its category mask (`_category_ok`) is all-true without category filters, so it is
+    skipped here."""
+    rows, scores = retriever.index.add_live(user, rows, scores, p.k, p.exclude_rows)
+    exhausted = len(rows) < p.k
     inner = scores
     if retriever.covisitation is not None:
         covisited, _ = retriever.covisitation.candidates(
-            p.history, retriever.covisitation_k(p.k), exclude=p.exclude_rows
+            p.history,
+            retriever.covisitation_k(p.k),
+            exclude=retriever.covisitation_exclusions(p.exclude_rows),
         )
         rows, scores = fuse(rows, covisited, p.k)
-        inner = (retriever.index.embeddings[rows] @ user).astype(np.float32)
-    return Candidates(retriever.items.item_ids[rows], scores, inner, False, p.unknown, p.want < p.k)
+        inner = (retriever.index.vectors(rows) @ user).astype(np.float32)
+    return Candidates(retriever.ids_of(rows), scores, inner, False, p.unknown, exhausted)
 
 
 # --- FAISS's BLAS path for batches ----------------------------------------------------------

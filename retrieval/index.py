@@ -11,6 +11,7 @@ excluded item. Strategy, cheapest first:
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,10 +20,15 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 
+from retrieval.segment import LiveSegment, merge_top
+
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 GPU_MAX_K = 2048  # GPU FAISS refuses larger k per search
+# Past this many results to over-fetch (k + excluded ids), one filtered scan is cheaper than
+# FAISS keeping a heap that large: many deleted items or a long exclusion list.
+MAX_OVERFETCH = 4096
 # FAISS k-means wants ~39 training points per centroid; fewer lists than asked beat a warning
 # and badly trained centroids.
 MIN_POINTS_PER_LIST = 39
@@ -211,9 +217,65 @@ class ItemIndex:
         self.embeddings = embeddings
         self.categories = categories
         self.on_gpu = on_gpu
-        self.size = len(embeddings)
+        self.size = len(embeddings)  # base rows: what the FAISS index holds
         # One boolean mask per category: filter masks are a few vectorised ORs.
         self._category_masks = [categories == c for c in range(num_categories)]
+        # Catalogue changes since the build (None: none). Replaced, never mutated.
+        self.live: LiveSegment | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def with_live(self, live: LiveSegment) -> ItemIndex:
+        """The same index serving `live` on top: a shallow copy, so the FAISS index, the
+        embeddings and the category masks are shared, not copied."""
+        if live.base_size != self.size:
+            raise ValueError(f"segment is for {live.base_size} base rows, index has {self.size}")
+        other = copy.copy(self)
+        other.live = live
+        return other
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of base and live (virtual) rows."""
+        live = self.live
+        if live is None or len(live) == 0 or len(rows) == 0 or rows.max() < self.size:
+            return self.embeddings[rows]
+        base = rows < self.size
+        out = np.empty((len(rows), self.dim), np.float32)
+        out[base] = self.embeddings[rows[base]]
+        out[~base] = live.embeddings[rows[~base] - self.size]
+        return out
+
+    def base_exclusions(self, exclude_rows: np.ndarray) -> np.ndarray:
+        """Unique base rows a search must skip: the request's plus the live segment's dead."""
+        base = exclude_rows[exclude_rows < self.size]
+        if self.live is not None and len(self.live.dead_rows):
+            base = np.concatenate([base, self.live.dead_rows])
+        return np.unique(base)
+
+    def add_live(
+        self,
+        query: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        exclude_rows: np.ndarray,
+        include_categories: np.ndarray | None = None,
+        exclude_categories: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge the best live items into a best-first list of base results."""
+        if self.live is None or len(self.live) == 0:
+            return rows, scores
+        empty = np.empty(0, np.int64)
+        live_rows, live_scores = self.live.top(
+            query,
+            k,
+            exclude_rows,
+            include_categories if include_categories is not None else empty,
+            exclude_categories if exclude_categories is not None else empty,
+        )
+        return merge_top(rows, scores, live_rows, live_scores, k)
 
     @classmethod
     def load(
@@ -245,15 +307,21 @@ class ItemIndex:
         include_categories: np.ndarray,
         exclude_categories: np.ndarray,
     ) -> np.ndarray:
+        """Base rows a search may return. Categories first seen live have no base items."""
+        known = len(self._category_masks)
         if len(include_categories):
             mask = np.zeros(self.size, dtype=bool)
             for c in include_categories:
-                mask |= self._category_masks[c]
+                if c < known:
+                    mask |= self._category_masks[c]
         else:
             mask = np.ones(self.size, dtype=bool)
         for c in exclude_categories:
-            mask &= ~self._category_masks[c]
-        mask[exclude_rows] = False
+            if c < known:
+                mask &= ~self._category_masks[c]
+        mask[exclude_rows[exclude_rows < self.size]] = False
+        if self.live is not None and len(self.live.dead_rows):
+            mask[self.live.dead_rows] = False
         return mask
 
     def search(
@@ -264,37 +332,48 @@ class ItemIndex:
         include_categories: np.ndarray | None = None,
         exclude_categories: np.ndarray | None = None,
     ) -> SearchResult:
-        exclude = np.unique(exclude_rows) if exclude_rows is not None else np.empty(0, np.int64)
+        """Exact-k under filters over base and live items. `exclude_rows` may hold live
+        (virtual) rows; dead base rows are always excluded."""
+        excluded = np.empty(0, np.int64) if exclude_rows is None else np.asarray(exclude_rows)
         inc = include_categories if include_categories is not None else np.empty(0, np.int64)
         exc = exclude_categories if exclude_categories is not None else np.empty(0, np.int64)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        base = self._search_base(q, k, self.base_exclusions(excluded), inc, exc)
+        if self.live is None or len(self.live) == 0:
+            return base
+        rows, scores = self.add_live(q[0], base.rows, base.scores, k, excluded, inc, exc)
+        return SearchResult(rows, scores, len(rows) < k)
+
+    def _search_base(
+        self, q: np.ndarray, k: int, exclude: np.ndarray, inc: np.ndarray, exc: np.ndarray
+    ) -> SearchResult:
+        """The base index's exact-k search; `exclude` is unique base rows."""
         if len(inc) == 0 and len(exc) == 0:
             want, fetch = self.unfiltered_fetch(k, len(exclude))
-            if not self.fits_one_search(fetch):
-                return self._exact_scan(q[0], self.eligible_mask(exclude, inc, exc), want, k)
-            scores, rows = self.index.search(q, fetch)
-            rows, scores = rows[0], scores[0]
-            keep = rows >= 0
-            if len(exclude):
-                keep &= ~np.isin(rows, exclude)
-            rows, scores = rows[keep][:want], scores[keep][:want]
-            if len(rows) == want:
-                return SearchResult(rows.astype(np.int64), scores, want < k)
-            mask = self.eligible_mask(exclude, inc, exc)
-        else:
-            mask = self.eligible_mask(exclude, inc, exc)
-            want = min(k, int(mask.sum()))
-            if want == 0:
-                return SearchResult(np.empty(0, np.int64), np.empty(0, np.float32), True)
-            if not self.on_gpu:
-                bitmap = np.packbits(mask, bitorder="little")
-                selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
-                scores, rows = self.index.search(q, want, params=self._params(selector))
+            if self.fits_one_search(fetch):
+                scores, rows = self.index.search(q, fetch)
                 rows, scores = rows[0], scores[0]
                 keep = rows >= 0
-                rows, scores = rows[keep], scores[keep]
+                if len(exclude):
+                    keep &= ~np.isin(rows, exclude)
+                rows, scores = rows[keep][:want], scores[keep][:want]
                 if len(rows) == want:
                     return SearchResult(rows.astype(np.int64), scores, want < k)
+        # Category filters, a deep exclusion list, or an over-fetch that came back short
+        # (approximate index): FAISS scores only the eligible rows (bitmap selector).
+        mask = self.eligible_mask(exclude, inc, exc)
+        want = min(k, int(mask.sum()))
+        if want == 0:
+            return SearchResult(np.empty(0, np.int64), np.empty(0, np.float32), True)
+        if not self.on_gpu:
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
+            scores, rows = self.index.search(q, want, params=self._params(selector))
+            rows, scores = rows[0], scores[0]
+            keep = rows >= 0
+            rows, scores = rows[keep], scores[keep]
+            if len(rows) == want:
+                return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
 
     def unfiltered_fetch(self, k: int, n_excluded: int) -> tuple[int, int]:
@@ -304,8 +383,9 @@ class ItemIndex:
         return want, min(self.size, want + n_excluded)
 
     def fits_one_search(self, fetch: int) -> bool:
-        """GPU FAISS refuses k > GPU_MAX_K per search; beyond it the exact scan serves."""
-        return not (self.on_gpu and fetch > GPU_MAX_K)
+        """GPU FAISS refuses k > GPU_MAX_K per search, and a very deep over-fetch costs more
+        than a filtered scan; beyond either the exact scan serves."""
+        return fetch <= MAX_OVERFETCH and not (self.on_gpu and fetch > GPU_MAX_K)
 
     def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         """Each index family takes its own parameter type (it rejects the base one)."""
@@ -333,6 +413,12 @@ class ItemIndex:
         self, queries: np.ndarray, k: int, exclude_rows: list[np.ndarray]
     ) -> np.ndarray:
         """Batched top-k rows (evaluation path): one FAISS call, then per-row exclusion."""
+        if self.live is not None and self.live.changed:  # not a batch path's concern
+            out = np.full((len(queries), k), -1, dtype=np.int64)
+            for i, (query, exclude) in enumerate(zip(queries, exclude_rows, strict=True)):
+                rows = self.search(query, k, exclude).rows
+                out[i, : len(rows)] = rows
+            return out
         extra = max((len(e) for e in exclude_rows), default=0)
         fetch = min(self.size, k + extra)
         _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)

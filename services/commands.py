@@ -102,6 +102,7 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
                 batching=args.batching == "on",
                 recall_floor=args.recall_floor,
                 force_index=args.force_index,
+                max_live_items=args.max_live_items,
             )
         )
     if args.service == "ranking":
