@@ -146,8 +146,8 @@ def _prepare(retriever: Retriever, query: RetrievalQuery, slot: int) -> _Prepare
     if len(history) == 0:
         return None  # cold start: popular items
     exclude_rows = retriever.exclusion_rows(query.exclude_item_ids)
-    excluded = retriever.index.base_exclusions(exclude_rows)  # dead base rows included
-    want, fetch = retriever.index.unfiltered_fetch(query.k, len(excluded))
+    excluded = retriever.index.base_exclusions(exclude_rows)
+    want, fetch = retriever.index.unfiltered_fetch(query.k, excluded)
     if fetch < 1 or not retriever.index.fits_one_search(fetch):
         return None  # the single path handles it (exact scan)
     unknown = retriever.unknown_count(known, query.recent_item_ids)
@@ -174,7 +174,7 @@ def _search_batched(
     for members, rows, scores in _faiss_search(retriever, batch, users):
         for i, member in enumerate(members):
             p = batch[member]
-            found = _keep_eligible(p, rows[i], scores[i])
+            found = _keep_eligible(retriever, p, rows[i], scores[i])
             if found is not None:
                 out[p.slot] = _finish(retriever, p, users[member], *found)
     return out
@@ -211,15 +211,13 @@ def _prefix_stable(index: faiss.Index) -> bool:
 
 
 def _keep_eligible(
-    p: _Prepared, rows: np.ndarray, scores: np.ndarray
+    retriever: Retriever, p: _Prepared, rows: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """This member's top `fetch` minus exclusions, cut to `want`; None if short (the single
     path then falls back to its exact scan, which the caller reaches by retrieving alone)."""
     rows, scores = rows[: p.fetch], scores[: p.fetch]
-    keep = rows >= 0
-    if len(p.excluded):
-        keep &= ~np.isin(rows, p.excluded)
-    rows, scores = rows[keep][: p.want], scores[keep][: p.want]
+    rows, scores = retriever.index.drop_excluded(rows, scores, p.excluded)
+    rows, scores = rows[: p.want], scores[: p.want]
     if len(rows) < p.want:
         return None
     return rows.astype(np.int64), scores
@@ -238,7 +236,8 @@ def _finish(
         covisited, _ = retriever.covisitation.candidates(
             p.history,
             retriever.covisitation_k(p.k),
-            exclude=retriever.covisitation_exclusions(p.exclude_rows),
+            eligible=retriever.covisitation_eligible(),
+            exclude=p.exclude_rows,
         )
         rows, scores = fuse(rows, covisited, p.k)
         inner = (retriever.index.vectors(rows) @ user).astype(np.float32)

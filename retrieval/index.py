@@ -248,11 +248,20 @@ class ItemIndex:
         return out
 
     def base_exclusions(self, exclude_rows: np.ndarray) -> np.ndarray:
-        """Unique base rows a search must skip: the request's plus the live segment's dead."""
-        base = exclude_rows[exclude_rows < self.size]
-        if self.live is not None and len(self.live.dead_rows):
-            base = np.concatenate([base, self.live.dead_rows])
-        return np.unique(base)
+        """Unique base rows among a request's exclusions (live rows are the segment's)."""
+        return np.unique(exclude_rows[exclude_rows < self.size])
+
+    def drop_excluded(
+        self, rows: np.ndarray, scores: np.ndarray, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A FAISS result without padding (-1), `exclude`d rows and dead base rows."""
+        keep = rows >= 0
+        if len(exclude):
+            keep &= ~np.isin(rows, exclude)
+        live = self.live
+        if live is not None and len(live.dead_rows):
+            keep &= ~live.dead[np.where(keep, rows, 0)]
+        return rows[keep], scores[keep]
 
     def add_live(
         self,
@@ -349,14 +358,11 @@ class ItemIndex:
     ) -> SearchResult:
         """The base index's exact-k search; `exclude` is unique base rows."""
         if len(inc) == 0 and len(exc) == 0:
-            want, fetch = self.unfiltered_fetch(k, len(exclude))
+            want, fetch = self.unfiltered_fetch(k, exclude)
             if self.fits_one_search(fetch):
                 scores, rows = self.index.search(q, fetch)
-                rows, scores = rows[0], scores[0]
-                keep = rows >= 0
-                if len(exclude):
-                    keep &= ~np.isin(rows, exclude)
-                rows, scores = rows[keep][:want], scores[keep][:want]
+                rows, scores = self.drop_excluded(rows[0], scores[0], exclude)
+                rows, scores = rows[:want], scores[:want]
                 if len(rows) == want:
                     return SearchResult(rows.astype(np.int64), scores, want < k)
         # Category filters, a deep exclusion list, or an over-fetch that came back short
@@ -376,11 +382,22 @@ class ItemIndex:
                 return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
 
-    def unfiltered_fetch(self, k: int, n_excluded: int) -> tuple[int, int]:
-        """(results wanted, results to fetch) for a search with only excluded ids: an exact
-        index loses at most |excluded| of its top results to the exclusions."""
-        want = min(k, self.size - n_excluded)
-        return want, min(self.size, want + n_excluded)
+    def unfiltered_fetch(self, k: int, exclude: np.ndarray) -> tuple[int, int]:
+        """(results wanted, results to fetch) for a search with only excluded ids (unique
+        base rows). An exact index loses at most |excluded| of its top results to them.
+        Dead rows (deleted items) can be many, so they are over-fetched by their share of
+        the catalogue, with a margin; the rare query whose neighbourhood is denser in dead
+        rows comes back short and takes the filtered search instead."""
+        live = self.live
+        n_dead = 0 if live is None else len(live.dead_rows)
+        # Excluded rows that are dead anyway must not count twice.
+        n_excluded = int((~live.dead[exclude]).sum()) if live is not None else len(exclude)
+        want = min(k, self.size - n_dead - n_excluded)
+        margin = 0
+        if n_dead:
+            dead_share = n_dead / self.size
+            margin = int(np.ceil(1.5 * want * dead_share / max(1e-9, 1 - dead_share))) + 32
+        return want, min(self.size, want + n_excluded + margin)
 
     def fits_one_search(self, fetch: int) -> bool:
         """GPU FAISS refuses k > GPU_MAX_K per search, and a very deep over-fetch costs more

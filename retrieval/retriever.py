@@ -180,7 +180,10 @@ class Retriever:
         rows, scores, inner = result.rows, result.scores, result.scores
         if self.covisitation is not None:
             covisited, _ = self.covisitation.candidates(
-                history, self.covisitation_k(k), exclude=self.covisitation_exclusions(exclude_rows)
+                history,
+                self.covisitation_k(k),
+                eligible=self.covisitation_eligible(),
+                exclude=exclude_rows,
             )
             covisited = covisited[self._category_ok(covisited, inc, exc)]
             rows, scores = fuse(rows, covisited, k)
@@ -194,12 +197,10 @@ class Retriever:
             result.exhausted,
         )
 
-    def covisitation_exclusions(self, exclude_rows: np.ndarray) -> np.ndarray:
+    def covisitation_eligible(self) -> np.ndarray | None:
         """Co-visitation knows base rows only; dead ones (deleted, changed) must not return."""
         live = self.index.live
-        if live is None or len(live.dead_rows) == 0:
-            return exclude_rows
-        return np.concatenate([exclude_rows, live.dead_rows])
+        return live.alive if live is not None and len(live.dead_rows) else None
 
     def covisitation_k(self, k: int) -> int:
         return max(1, int(k * self.covisitation_share))

@@ -27,6 +27,7 @@ class LiveSegment:
     category_names: tuple[str, ...]  # the base names, then categories first seen live
     dead: np.ndarray  # bool (base_size,): base rows that no longer serve
     dead_rows: np.ndarray = field(init=False)  # int64, sorted: flatnonzero(dead)
+    alive: np.ndarray = field(init=False)  # bool (base_size,): ~dead
     _sorted_ids: np.ndarray = field(init=False, repr=False)
     _sorted_pos: np.ndarray = field(init=False, repr=False)
 
@@ -39,6 +40,7 @@ class LiveSegment:
         object.__setattr__(self, "_sorted_ids", self.ids[order])
         object.__setattr__(self, "_sorted_pos", order.astype(np.int64))
         object.__setattr__(self, "dead_rows", np.flatnonzero(self.dead).astype(np.int64))
+        object.__setattr__(self, "alive", ~self.dead)
 
     @classmethod
     def empty(cls, base_size: int, dim: int, category_names: list[str]) -> LiveSegment:
@@ -92,15 +94,22 @@ class LiveSegment:
         exclude_categories: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k eligible live items as (virtual rows, scores), best first."""
-        eligible = np.flatnonzero(
-            self.eligible(exclude_rows, include_categories, exclude_categories)
-        )
-        if len(eligible) == 0 or k < 1:
+        mask = self.eligible(exclude_rows, include_categories, exclude_categories)
+        n = int(mask.sum())
+        if n == 0 or k < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        scores = (self.embeddings[eligible] @ query).astype(np.float32)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(eligible) else np.arange(len(eligible))
+        # Score everything, then mask: one matrix-vector product beats gathering rows.
+        scores = (self.embeddings @ query).astype(np.float32)
+        scores[~mask] = -np.inf
+        want = min(k, n)
+        top = (
+            np.argpartition(-scores, want - 1)[:want]
+            if want < len(scores)
+            else np.arange(len(scores))
+        )
+        top = top[mask[top]]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return (self.base_size + eligible[top]).astype(np.int64), scores[top]
+        return (self.base_size + top).astype(np.int64), scores[top]
 
 
 def merge_top(
