@@ -183,6 +183,25 @@ async def service_run(
     return rows
 
 
+def sync_single(port: int, histories: list[np.ndarray], k: int, requests: int) -> float:
+    """p50 ms at concurrency 1 from a blocking client: the Python asyncio client alone
+    costs a few hundred microseconds per call, which a ghz or Go/Java client does not."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        calls = [
+            retrieval_pb2.RetrieveRequest(user_id="bench", recent_item_ids=h.tolist(), k=k)
+            for h in histories
+        ]
+        for request in calls[:20]:
+            stub.Retrieve(request, timeout=30)
+        times = []
+        for i in range(requests):
+            started = time.perf_counter()
+            stub.Retrieve(calls[i % len(calls)], timeout=30)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -228,6 +247,7 @@ def main() -> int:
         for mode in ("off", "on"):
             port, proc = start_service(version_dir, mode)
             try:
+                blocking = sync_single(port, histories, args.k, args.requests)
                 rows = asyncio.run(
                     service_run(port, histories, args.k, args.requests, args.concurrency)
                 )
@@ -237,6 +257,10 @@ def main() -> int:
             for c, p50, p99, rps in rows:
                 overhead = f"{p50 - local['single']:+.2f}" if c == 1 else ""
                 print(f"| {mode} | {c} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {overhead} |")
+            print(
+                f"| {mode} | 1, blocking client | {blocking:.2f} | | | "
+                f"{blocking - local['single']:+.2f} |"
+            )
             sys.stdout.flush()
     return 0
 

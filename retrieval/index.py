@@ -199,9 +199,13 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def to_gpu(index: faiss.Index) -> faiss.Index:
-    """Copy to every visible GPU (replicated); the caller checks gpu_available() first."""
-    return faiss.index_cpu_to_all_gpus(index)
+def to_gpu(index: faiss.Index, shard: bool = False) -> faiss.Index:
+    """Copy to every visible GPU: replicated (each GPU holds the whole index and serves
+    whole queries; more throughput) or sharded (each holds 1/n of the items and every query
+    runs on all; more capacity). The caller checks gpu_available() first."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
 class ItemIndex:
@@ -295,6 +299,7 @@ class ItemIndex:
         num_categories: int,
         device: str = "auto",
         config: IndexConfig | None = None,
+        gpu_shard: bool = False,
     ) -> ItemIndex:
         """`config`, when given, must match the file's kind; its search-time parameters
         (nprobe, ef_search) replace the ones saved in the file."""
@@ -307,7 +312,7 @@ class ItemIndex:
         if device == "gpu" and not gpu_available():
             raise RuntimeError("device=gpu but no GPU FAISS build or no GPU is visible")
         if use_gpu:
-            index = to_gpu(index)
+            index = to_gpu(index, shard=gpu_shard)
         return cls(index, embeddings, categories, num_categories, on_gpu=use_gpu)
 
     def eligible_mask(

@@ -76,7 +76,7 @@ class Retriever:
         self.popular_scores = (pop / max(float(pop.max()), 1e-6)).astype(np.float32)
 
     @classmethod
-    def load(cls, version_dir: Path, device: str = "auto") -> Retriever:
+    def load(cls, version_dir: Path, device: str = "auto", gpu_shard: bool = False) -> Retriever:
         items = ItemTable.load(version_dir / "items")
         directory = version_dir / "retrieval"
         config = json.loads((directory / CONFIG_FILE).read_text())
@@ -92,6 +92,7 @@ class Retriever:
             items.categories,
             len(items.category_names),
             device=device,
+            gpu_shard=gpu_shard,
         )
         covisitation = CoVisitation.load(directory) if (directory / COVIS_FILE).exists() else None
         return cls(items, model, index, covisitation)

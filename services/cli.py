@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=["auto", "cpu", "gpu"],
                 help="FAISS index placement",
             )
+            p.add_argument(
+                "--gpu-shard",
+                action="store_true",
+                default=env("gpu_shard", "") == "1",
+                help="with several GPUs, split the index across them (default: replicate)",
+            )
             p.add_argument("--max-k", type=int, default=env("max_k", 1000))
             p.add_argument(
                 "--batching",

@@ -98,6 +98,7 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
                 artifacts,
                 max_k=args.max_k,
                 device=args.device,
+                gpu_shard=args.gpu_shard,
                 workers=args.workers,
                 batching=args.batching == "on",
                 recall_floor=args.recall_floor,

@@ -48,6 +48,7 @@ class RetrievalConfig:
     max_recent_items: int = 500
     max_excluded_items: int = 10_000
     device: str = "auto"  # auto | cpu | gpu (FAISS index placement)
+    gpu_shard: bool = False  # several GPUs: split the items across them (else replicate)
     batching: bool = True  # gather concurrent calls into one forward + one FAISS search
     batch_max: int = 32
     batch_wait_ms: float = 2.0
@@ -100,7 +101,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         require_component(version_dir, manifest, "retrieval")
         self._check_index(manifest)
         retriever = await self._executor.run(
-            lambda: Retriever.load(version_dir, device=self.config.device)
+            lambda: Retriever.load(
+                version_dir, device=self.config.device, gpu_shard=self.config.gpu_shard
+            )
         )
         # Warm-up: the first forward pass and search allocate; keep that off real requests.
         probe = retriever.items.item_ids[:5]
