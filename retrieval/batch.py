@@ -145,15 +145,12 @@ def _prepare(retriever: Retriever, query: RetrievalQuery, slot: int) -> _Prepare
     history = rows[known]
     if len(history) == 0:
         return None  # cold start: popular items
-    exclude_rows = np.empty(0, np.int64)
-    if query.exclude_item_ids is not None and len(query.exclude_item_ids):
-        ex_rows, ex_known = items.rows_of(query.exclude_item_ids)
-        exclude_rows = ex_rows[ex_known]
-    excluded = np.unique(exclude_rows)
-    want, fetch = retriever.index.unfiltered_fetch(query.k, len(excluded))
+    exclude_rows = retriever.exclusion_rows(query.exclude_item_ids)
+    excluded = retriever.index.base_exclusions(exclude_rows)
+    want, fetch = retriever.index.unfiltered_fetch(query.k, excluded)
     if fetch < 1 or not retriever.index.fits_one_search(fetch):
         return None  # the single path handles it (exact scan)
-    unknown = int((~known).sum())
+    unknown = retriever.unknown_count(known, query.recent_item_ids)
     return _Prepared(slot, history, exclude_rows, excluded, unknown, query.k, want, fetch)
 
 
@@ -177,7 +174,7 @@ def _search_batched(
     for members, rows, scores in _faiss_search(retriever, batch, users):
         for i, member in enumerate(members):
             p = batch[member]
-            found = _keep_eligible(p, rows[i], scores[i])
+            found = _keep_eligible(retriever, p, rows[i], scores[i])
             if found is not None:
                 out[p.slot] = _finish(retriever, p, users[member], *found)
     return out
@@ -214,15 +211,13 @@ def _prefix_stable(index: faiss.Index) -> bool:
 
 
 def _keep_eligible(
-    p: _Prepared, rows: np.ndarray, scores: np.ndarray
+    retriever: Retriever, p: _Prepared, rows: np.ndarray, scores: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """This member's top `fetch` minus exclusions, cut to `want`; None if short (the single
     path then falls back to its exact scan, which the caller reaches by retrieving alone)."""
     rows, scores = rows[: p.fetch], scores[: p.fetch]
-    keep = rows >= 0
-    if len(p.excluded):
-        keep &= ~np.isin(rows, p.excluded)
-    rows, scores = rows[keep][: p.want], scores[keep][: p.want]
+    rows, scores = retriever.index.drop_excluded(rows, scores, p.excluded)
+    rows, scores = rows[: p.want], scores[: p.want]
     if len(rows) < p.want:
         return None
     return rows.astype(np.int64), scores
@@ -231,16 +226,22 @@ def _keep_eligible(
 def _finish(
     retriever: Retriever, p: _Prepared, user: np.ndarray, rows: np.ndarray, scores: np.ndarray
 ) -> Candidates:
-    """Co-visitation fusion exactly as Retriever.retrieve does it. Its category mask
-    (`_category_ok`) is all-true without category filters, so it is skipped here."""
+    """Live items merged in and co-visitation fused exactly as Retriever.retrieve does it.
+    Its category mask (`_category_ok`) is all-true without category filters, so it is
+    skipped here."""
+    rows, scores = retriever.index.add_live(user, rows, scores, p.k, p.exclude_rows)
+    exhausted = len(rows) < p.k
     inner = scores
     if retriever.covisitation is not None:
         covisited, _ = retriever.covisitation.candidates(
-            p.history, retriever.covisitation_k(p.k), exclude=p.exclude_rows
+            p.history,
+            retriever.covisitation_k(p.k),
+            eligible=retriever.covisitation_eligible(),
+            exclude=p.exclude_rows,
         )
         rows, scores = fuse(rows, covisited, p.k)
-        inner = (retriever.index.embeddings[rows] @ user).astype(np.float32)
-    return Candidates(retriever.items.item_ids[rows], scores, inner, False, p.unknown, p.want < p.k)
+        inner = (retriever.index.vectors(rows) @ user).astype(np.float32)
+    return Candidates(retriever.ids_of(rows), scores, inner, False, p.unknown, exhausted)
 
 
 # --- FAISS's BLAS path for batches ----------------------------------------------------------

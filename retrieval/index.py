@@ -11,6 +11,7 @@ excluded item. Strategy, cheapest first:
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,10 +20,15 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 
+from retrieval.segment import LiveSegment, merge_top
+
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 GPU_MAX_K = 2048  # GPU FAISS refuses larger k per search
+# Past this many results to over-fetch (k + excluded ids), one filtered scan is cheaper than
+# FAISS keeping a heap that large: many deleted items or a long exclusion list.
+MAX_OVERFETCH = 4096
 # FAISS k-means wants ~39 training points per centroid; fewer lists than asked beat a warning
 # and badly trained centroids.
 MIN_POINTS_PER_LIST = 39
@@ -193,9 +199,13 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def to_gpu(index: faiss.Index) -> faiss.Index:
-    """Copy to every visible GPU (replicated); the caller checks gpu_available() first."""
-    return faiss.index_cpu_to_all_gpus(index)
+def to_gpu(index: faiss.Index, shard: bool = False) -> faiss.Index:
+    """Copy to every visible GPU: replicated (each GPU holds the whole index and serves
+    whole queries; more throughput) or sharded (each holds 1/n of the items and every query
+    runs on all; more capacity). The caller checks gpu_available() first."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
 class ItemIndex:
@@ -211,9 +221,74 @@ class ItemIndex:
         self.embeddings = embeddings
         self.categories = categories
         self.on_gpu = on_gpu
-        self.size = len(embeddings)
+        self.size = len(embeddings)  # base rows: what the FAISS index holds
         # One boolean mask per category: filter masks are a few vectorised ORs.
         self._category_masks = [categories == c for c in range(num_categories)]
+        # Catalogue changes since the build (None: none). Replaced, never mutated.
+        self.live: LiveSegment | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def with_live(self, live: LiveSegment) -> ItemIndex:
+        """The same index serving `live` on top: a shallow copy, so the FAISS index, the
+        embeddings and the category masks are shared, not copied."""
+        if live.base_size != self.size:
+            raise ValueError(f"segment is for {live.base_size} base rows, index has {self.size}")
+        other = copy.copy(self)
+        other.live = live
+        return other
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of base and live (virtual) rows."""
+        live = self.live
+        if live is None or len(live) == 0 or len(rows) == 0 or rows.max() < self.size:
+            return self.embeddings[rows]
+        base = rows < self.size
+        out = np.empty((len(rows), self.dim), np.float32)
+        out[base] = self.embeddings[rows[base]]
+        out[~base] = live.embeddings[rows[~base] - self.size]
+        return out
+
+    def base_exclusions(self, exclude_rows: np.ndarray) -> np.ndarray:
+        """Unique base rows among a request's exclusions (live rows are the segment's)."""
+        return np.unique(exclude_rows[exclude_rows < self.size])
+
+    def drop_excluded(
+        self, rows: np.ndarray, scores: np.ndarray, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A FAISS result without padding (-1), `exclude`d rows and dead base rows."""
+        keep = rows >= 0
+        if len(exclude):
+            keep &= ~np.isin(rows, exclude)
+        live = self.live
+        if live is not None and len(live.dead_rows):
+            keep &= ~live.dead[np.where(keep, rows, 0)]
+        return rows[keep], scores[keep]
+
+    def add_live(
+        self,
+        query: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        exclude_rows: np.ndarray,
+        include_categories: np.ndarray | None = None,
+        exclude_categories: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge the best live items into a best-first list of base results."""
+        if self.live is None or len(self.live) == 0:
+            return rows, scores
+        empty = np.empty(0, np.int64)
+        live_rows, live_scores = self.live.top(
+            query,
+            k,
+            exclude_rows,
+            include_categories if include_categories is not None else empty,
+            exclude_categories if exclude_categories is not None else empty,
+        )
+        return merge_top(rows, scores, live_rows, live_scores, k)
 
     @classmethod
     def load(
@@ -224,6 +299,7 @@ class ItemIndex:
         num_categories: int,
         device: str = "auto",
         config: IndexConfig | None = None,
+        gpu_shard: bool = False,
     ) -> ItemIndex:
         """`config`, when given, must match the file's kind; its search-time parameters
         (nprobe, ef_search) replace the ones saved in the file."""
@@ -236,7 +312,7 @@ class ItemIndex:
         if device == "gpu" and not gpu_available():
             raise RuntimeError("device=gpu but no GPU FAISS build or no GPU is visible")
         if use_gpu:
-            index = to_gpu(index)
+            index = to_gpu(index, shard=gpu_shard)
         return cls(index, embeddings, categories, num_categories, on_gpu=use_gpu)
 
     def eligible_mask(
@@ -245,15 +321,21 @@ class ItemIndex:
         include_categories: np.ndarray,
         exclude_categories: np.ndarray,
     ) -> np.ndarray:
+        """Base rows a search may return. Categories first seen live have no base items."""
+        known = len(self._category_masks)
         if len(include_categories):
             mask = np.zeros(self.size, dtype=bool)
             for c in include_categories:
-                mask |= self._category_masks[c]
+                if c < known:
+                    mask |= self._category_masks[c]
         else:
             mask = np.ones(self.size, dtype=bool)
         for c in exclude_categories:
-            mask &= ~self._category_masks[c]
-        mask[exclude_rows] = False
+            if c < known:
+                mask &= ~self._category_masks[c]
+        mask[exclude_rows[exclude_rows < self.size]] = False
+        if self.live is not None and len(self.live.dead_rows):
+            mask[self.live.dead_rows] = False
         return mask
 
     def search(
@@ -264,48 +346,68 @@ class ItemIndex:
         include_categories: np.ndarray | None = None,
         exclude_categories: np.ndarray | None = None,
     ) -> SearchResult:
-        exclude = np.unique(exclude_rows) if exclude_rows is not None else np.empty(0, np.int64)
+        """Exact-k under filters over base and live items. `exclude_rows` may hold live
+        (virtual) rows; dead base rows are always excluded."""
+        excluded = np.empty(0, np.int64) if exclude_rows is None else np.asarray(exclude_rows)
         inc = include_categories if include_categories is not None else np.empty(0, np.int64)
         exc = exclude_categories if exclude_categories is not None else np.empty(0, np.int64)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        base = self._search_base(q, k, self.base_exclusions(excluded), inc, exc)
+        if self.live is None or len(self.live) == 0:
+            return base
+        rows, scores = self.add_live(q[0], base.rows, base.scores, k, excluded, inc, exc)
+        return SearchResult(rows, scores, len(rows) < k)
+
+    def _search_base(
+        self, q: np.ndarray, k: int, exclude: np.ndarray, inc: np.ndarray, exc: np.ndarray
+    ) -> SearchResult:
+        """The base index's exact-k search; `exclude` is unique base rows."""
         if len(inc) == 0 and len(exc) == 0:
-            want, fetch = self.unfiltered_fetch(k, len(exclude))
-            if not self.fits_one_search(fetch):
-                return self._exact_scan(q[0], self.eligible_mask(exclude, inc, exc), want, k)
-            scores, rows = self.index.search(q, fetch)
-            rows, scores = rows[0], scores[0]
-            keep = rows >= 0
-            if len(exclude):
-                keep &= ~np.isin(rows, exclude)
-            rows, scores = rows[keep][:want], scores[keep][:want]
-            if len(rows) == want:
-                return SearchResult(rows.astype(np.int64), scores, want < k)
-            mask = self.eligible_mask(exclude, inc, exc)
-        else:
-            mask = self.eligible_mask(exclude, inc, exc)
-            want = min(k, int(mask.sum()))
-            if want == 0:
-                return SearchResult(np.empty(0, np.int64), np.empty(0, np.float32), True)
-            if not self.on_gpu:
-                bitmap = np.packbits(mask, bitorder="little")
-                selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
-                scores, rows = self.index.search(q, want, params=self._params(selector))
-                rows, scores = rows[0], scores[0]
-                keep = rows >= 0
-                rows, scores = rows[keep], scores[keep]
+            want, fetch = self.unfiltered_fetch(k, exclude)
+            if self.fits_one_search(fetch):
+                scores, rows = self.index.search(q, fetch)
+                rows, scores = self.drop_excluded(rows[0], scores[0], exclude)
+                rows, scores = rows[:want], scores[:want]
                 if len(rows) == want:
                     return SearchResult(rows.astype(np.int64), scores, want < k)
+        # Category filters, a deep exclusion list, or an over-fetch that came back short
+        # (approximate index): FAISS scores only the eligible rows (bitmap selector).
+        mask = self.eligible_mask(exclude, inc, exc)
+        want = min(k, int(mask.sum()))
+        if want == 0:
+            return SearchResult(np.empty(0, np.int64), np.empty(0, np.float32), True)
+        if not self.on_gpu:
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
+            scores, rows = self.index.search(q, want, params=self._params(selector))
+            rows, scores = rows[0], scores[0]
+            keep = rows >= 0
+            rows, scores = rows[keep], scores[keep]
+            if len(rows) == want:
+                return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
 
-    def unfiltered_fetch(self, k: int, n_excluded: int) -> tuple[int, int]:
-        """(results wanted, results to fetch) for a search with only excluded ids: an exact
-        index loses at most |excluded| of its top results to the exclusions."""
-        want = min(k, self.size - n_excluded)
-        return want, min(self.size, want + n_excluded)
+    def unfiltered_fetch(self, k: int, exclude: np.ndarray) -> tuple[int, int]:
+        """(results wanted, results to fetch) for a search with only excluded ids (unique
+        base rows). An exact index loses at most |excluded| of its top results to them.
+        Dead rows (deleted items) can be many, so they are over-fetched by their share of
+        the catalogue, with a margin; the rare query whose neighbourhood is denser in dead
+        rows comes back short and takes the filtered search instead."""
+        live = self.live
+        n_dead = 0 if live is None else len(live.dead_rows)
+        # Excluded rows that are dead anyway must not count twice.
+        n_excluded = int((~live.dead[exclude]).sum()) if live is not None else len(exclude)
+        want = min(k, self.size - n_dead - n_excluded)
+        margin = 0
+        if n_dead:
+            dead_share = n_dead / self.size
+            margin = int(np.ceil(1.5 * want * dead_share / max(1e-9, 1 - dead_share))) + 32
+        return want, min(self.size, want + n_excluded + margin)
 
     def fits_one_search(self, fetch: int) -> bool:
-        """GPU FAISS refuses k > GPU_MAX_K per search; beyond it the exact scan serves."""
-        return not (self.on_gpu and fetch > GPU_MAX_K)
+        """GPU FAISS refuses k > GPU_MAX_K per search, and a very deep over-fetch costs more
+        than a filtered scan; beyond either the exact scan serves."""
+        return fetch <= MAX_OVERFETCH and not (self.on_gpu and fetch > GPU_MAX_K)
 
     def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         """Each index family takes its own parameter type (it rejects the base one)."""
@@ -333,6 +435,12 @@ class ItemIndex:
         self, queries: np.ndarray, k: int, exclude_rows: list[np.ndarray]
     ) -> np.ndarray:
         """Batched top-k rows (evaluation path): one FAISS call, then per-row exclusion."""
+        if self.live is not None and self.live.changed:  # not a batch path's concern
+            out = np.full((len(queries), k), -1, dtype=np.int64)
+            for i, (query, exclude) in enumerate(zip(queries, exclude_rows, strict=True)):
+                rows = self.search(query, k, exclude).rows
+                out[i, : len(rows)] = rows
+            return out
         extra = max((len(e) for e in exclude_rows), default=0)
         fetch = min(self.size, k + extra)
         _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)

@@ -51,21 +51,21 @@ class ItemTower(nn.Module):
         prices: torch.Tensor,
         text_tokens: torch.Tensor,
         use_id: torch.Tensor | None = None,
+        use_category: torch.Tensor | None = None,
+        use_brand: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        item = self.item(rows)
-        if use_id is not None:  # new items have no trained id vector: content only
-            item = item * use_id.unsqueeze(-1)
-        x = torch.cat(
-            [
-                item,
-                self.category(categories),
-                self.brand(brands),
-                self.price(prices),
-                self.text(text_tokens),
-            ],
-            dim=-1,
-        )
+        """The `use_*` masks (1 = known, 0 = zero that part) let an item added after training
+        be embedded: it has no trained id vector, and maybe a category or brand the model
+        never saw (their index is then a placeholder that the mask zeroes)."""
+        item = _masked(self.item(rows), use_id)
+        category = _masked(self.category(categories), use_category)
+        brand = _masked(self.brand(brands), use_brand)
+        x = torch.cat([item, category, brand, self.price(prices), self.text(text_tokens)], dim=-1)
         return F.normalize(self.mlp(x), dim=-1)
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask.unsqueeze(-1)
 
 
 class UserTower(nn.Module):

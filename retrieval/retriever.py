@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ class Retriever:
         self.popular_scores = (pop / max(float(pop.max()), 1e-6)).astype(np.float32)
 
     @classmethod
-    def load(cls, version_dir: Path, device: str = "auto") -> Retriever:
+    def load(cls, version_dir: Path, device: str = "auto", gpu_shard: bool = False) -> Retriever:
         items = ItemTable.load(version_dir / "items")
         directory = version_dir / "retrieval"
         config = json.loads((directory / CONFIG_FILE).read_text())
@@ -91,6 +92,7 @@ class Retriever:
             items.categories,
             len(items.category_names),
             device=device,
+            gpu_shard=gpu_shard,
         )
         covisitation = CoVisitation.load(directory) if (directory / COVIS_FILE).exists() else None
         return cls(items, model, index, covisitation)
@@ -100,6 +102,59 @@ class Retriever:
         rows, cats = pad_histories([history_rows], self.items, self.model.cfg.max_history)
         return self.model.user(rows, cats)[0].numpy()
 
+    def with_index(self, index: ItemIndex) -> Retriever:
+        """This retriever over another view of the index (a new live segment): a shallow
+        copy, so the model, the catalogue and co-visitation are shared."""
+        other = copy.copy(self)
+        other.index = index
+        return other
+
+    @property
+    def category_names(self) -> list[str]:
+        """Base categories, then any first seen in live catalogue updates."""
+        live = self.index.live
+        return list(live.category_names) if live is not None else self.items.category_names
+
+    def category_rows(self, names: list[str]) -> np.ndarray:
+        """Category indices for names; unknown names are ignored (they match no item)."""
+        live = self.index.live
+        if live is None:
+            return self.items.category_rows(names)
+        index = {c: i for i, c in enumerate(live.category_names)}
+        return np.array([index[n] for n in names if n in index], dtype=np.int64)
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """External ids of base and live (virtual) rows."""
+        live = self.index.live
+        base = self.items.item_ids
+        if live is None or len(live) == 0 or len(rows) == 0 or rows.max() < len(base):
+            return base[rows]
+        out = np.empty(len(rows), np.int64)
+        in_base = rows < len(base)
+        out[in_base] = base[rows[in_base]]
+        out[~in_base] = live.ids[rows[~in_base] - len(base)]
+        return out
+
+    def exclusion_rows(self, item_ids: np.ndarray | None) -> np.ndarray:
+        """Rows (base and live) of ids to exclude; unknown ids are dropped."""
+        if item_ids is None or len(item_ids) == 0:
+            return np.empty(0, np.int64)
+        rows, known = self.items.rows_of(item_ids)
+        out = rows[known]
+        live = self.index.live
+        if live is not None and len(live):
+            live_rows, live_known = live.rows_of(item_ids)
+            out = np.concatenate([out, live_rows[live_known]])
+        return out
+
+    def unknown_count(self, known: np.ndarray, item_ids: np.ndarray) -> int:
+        """Recent ids neither in the trained catalogue nor added live."""
+        unknown = ~known
+        live = self.index.live
+        if live is not None and len(live) and unknown.any():
+            unknown &= ~live.rows_of(item_ids)[1]
+        return int(unknown.sum())
+
     def retrieve(
         self,
         recent_item_ids: np.ndarray,
@@ -108,42 +163,51 @@ class Retriever:
         include_categories: list[str] | None = None,
         exclude_categories: list[str] | None = None,
     ) -> Candidates:
+        # Live-added items in the history are not in the user tower's vocabulary: the
+        # model reads the trained ones (changed items keep their trained row).
         rows, known = self.items.rows_of(recent_item_ids)
         history = rows[known]
-        exclude_rows = np.empty(0, np.int64)
-        if exclude_item_ids is not None and len(exclude_item_ids):
-            ex_rows, ex_known = self.items.rows_of(exclude_item_ids)
-            exclude_rows = ex_rows[ex_known]
-        inc = self.items.category_rows(include_categories or [])
-        exc = self.items.category_rows(exclude_categories or [])
+        unknown = self.unknown_count(known, recent_item_ids)
+        exclude_rows = self.exclusion_rows(exclude_item_ids)
+        inc = self.category_rows(include_categories or [])
+        exc = self.category_rows(exclude_categories or [])
         if include_categories and len(inc) == 0:  # only unknown categories: nothing eligible
             empty = np.empty(0, np.float32)
-            return Candidates(np.empty(0, np.int64), empty, empty, False, int((~known).sum()), True)
+            return Candidates(np.empty(0, np.int64), empty, empty, False, unknown, True)
         if len(history) == 0:
-            return self._popular(k, exclude_rows, inc, exc, int((~known).sum()))
+            return self._popular(k, exclude_rows, inc, exc, unknown)
         user = self.user_vector(history)
         result = self.index.search(user, k, exclude_rows, inc, exc)
         rows, scores, inner = result.rows, result.scores, result.scores
         if self.covisitation is not None:
             covisited, _ = self.covisitation.candidates(
-                history, self.covisitation_k(k), exclude=exclude_rows
+                history,
+                self.covisitation_k(k),
+                eligible=self.covisitation_eligible(),
+                exclude=exclude_rows,
             )
             covisited = covisited[self._category_ok(covisited, inc, exc)]
             rows, scores = fuse(rows, covisited, k)
-            inner = (self.index.embeddings[rows] @ user).astype(np.float32)
+            inner = (self.index.vectors(rows) @ user).astype(np.float32)
         return Candidates(
-            self.items.item_ids[rows],
+            self.ids_of(rows),
             scores,
             inner,
             False,
-            int((~known).sum()),
+            unknown,
             result.exhausted,
         )
+
+    def covisitation_eligible(self) -> np.ndarray | None:
+        """Co-visitation knows base rows only; dead ones (deleted, changed) must not return."""
+        live = self.index.live
+        return live.alive if live is not None and len(live.dead_rows) else None
 
     def covisitation_k(self, k: int) -> int:
         return max(1, int(k * self.covisitation_share))
 
     def _category_ok(self, rows: np.ndarray, inc: np.ndarray, exc: np.ndarray) -> np.ndarray:
+        """For co-visited (base) rows."""
         cats = self.items.categories[rows]
         ok = np.ones(len(rows), bool)
         if len(inc):
@@ -172,16 +236,25 @@ class Retriever:
                 first, _ = fuse(first, covisited, k)
             rows[i, : len(first)] = first
         safe = np.where(rows >= 0, rows, 0)
-        scores = np.einsum("ud,ukd->uk", vecs, self.index.embeddings[safe]).astype(np.float32)
+        vectors = self.index.vectors(safe.ravel()).reshape(*safe.shape, -1)
+        scores = np.einsum("ud,ukd->uk", vecs, vectors).astype(np.float32)
         return rows, scores
 
     def _popular(
         self, k: int, exclude_rows: np.ndarray, inc: np.ndarray, exc: np.ndarray, unknown: int
     ) -> Candidates:
+        """Most popular eligible items; live-added ones have no interactions yet and follow
+        the trained catalogue (that only matters when it has fewer than k eligible)."""
         mask = self.index.eligible_mask(exclude_rows, inc, exc)
         eligible = mask[self.popular_rows]
         rows = self.popular_rows[eligible][:k]
         scores = self.popular_scores[eligible][:k]
+        live = self.index.live
+        if len(rows) < k and live is not None and len(live):
+            extra = live.base_size + np.flatnonzero(live.eligible(exclude_rows, inc, exc))
+            extra = extra[: k - len(rows)]
+            rows = np.concatenate([rows, extra])
+            scores = np.concatenate([scores, np.zeros(len(extra), np.float32)])
         return Candidates(
-            self.items.item_ids[rows], scores, np.zeros_like(scores), True, unknown, len(rows) < k
+            self.ids_of(rows), scores, np.zeros_like(scores), True, unknown, len(rows) < k
         )

@@ -53,7 +53,8 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         "--admin-port",
         type=int,
         default=env("admin_port", -1),
-        help="ModelAdminService (hot reload): -1 off, 0 on --port, >0 its own port",
+        help="operator RPCs (ModelAdminService, CatalogService): -1 off, 0 on --port, "
+        ">0 their own port",
     )
     p.add_argument(
         "--grace",
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=["auto", "cpu", "gpu"],
                 help="FAISS index placement",
             )
+            p.add_argument(
+                "--gpu-shard",
+                action="store_true",
+                default=env("gpu_shard", "") == "1",
+                help="with several GPUs, split the index across them (default: replicate)",
+            )
             p.add_argument("--max-k", type=int, default=env("max_k", 1000))
             p.add_argument(
                 "--batching",
@@ -149,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 default=env("force_index", "") == "1",
                 help="serve an index below the recall floor anyway",
+            )
+            p.add_argument(
+                "--max-live-items",
+                type=int,
+                default=env("max_live_items", 100_000),
+                help="items CatalogService may add or change before a retrain is needed",
             )
         if name == "ranking":
             p.add_argument(

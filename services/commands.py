@@ -101,10 +101,12 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
                 artifacts,
                 max_k=args.max_k,
                 device=args.device,
+                gpu_shard=args.gpu_shard,
                 workers=args.workers,
                 batching=args.batching == "on",
                 recall_floor=args.recall_floor,
                 force_index=args.force_index,
+                max_live_items=args.max_live_items,
             )
         )
     if args.service == "ranking":

@@ -37,6 +37,10 @@ class FailedPrecondition(RuntimeError):
     """The system is not in a state to do this (e.g. a version the server refuses)."""
 
 
+class LimitReached(RuntimeError):
+    """A configured capacity is used up (e.g. the live catalogue): RESOURCE_EXHAUSTED."""
+
+
 Handler = Callable[[Any, Any, aio.ServicerContext], Awaitable[R]]
 
 
@@ -53,7 +57,7 @@ def grpc_errors(handler: Handler[R]) -> Handler[R]:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except FailedPrecondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except Overloaded as exc:
+        except (Overloaded, LimitReached) as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except BatcherClosed as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

@@ -9,15 +9,20 @@ from typing import TypeVar
 
 import faiss
 import torch
+from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 
 
 def set_compute_threads(threads: int) -> None:
-    """Threads *inside* one torch op / FAISS search. One per call with several worker
-    processes measured better than several per call on 2 cores (see docs/benchmarks.md)."""
+    """Threads *inside* one torch op / FAISS search / numpy BLAS call. One per call with
+    several worker processes measured better than several per call on 2 cores (see
+    docs/benchmarks.md). numpy's own OpenBLAS matters too: left at one thread per core, a
+    small matrix-vector product after a torch or FAISS call waits on threads still spinning
+    from it (measured: a 10k x 64 live-segment scan took 8 ms instead of 0.2)."""
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
 
 
 class ModelExecutor:

@@ -34,6 +34,7 @@ from recsys.v1 import (
     tagging_pb2_grpc,
 )
 from services import validation
+from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import NotReady, grpc_errors
 from services.logs import log_fields
 from services.metrics import DEGRADED, STAGE_LATENCY
@@ -99,6 +100,10 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         self.config = config
         self.loaded: GatewayData | None = None
         self._channels: list[aio.Channel] = []
+        # Display data (title, category) of items added or changed through CatalogService
+        # since start-up; replaced, never mutated, so a request reads one consistent map.
+        self.live_items: dict[int, tuple[str, str]] = {}
+        self.catalog_backend = self
 
     @property
     def service_names(self) -> list[str]:
@@ -126,6 +131,35 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         # Catalogue display data + user histories, swapped as one reference.
         self.loaded = GatewayData(items, users, manifest["version"])
         return manifest["version"]
+
+    async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
+        """The gateway keeps what it shows for an item: its title and category. (Retrieval,
+        ranking and tagging take the same call for what they need.)"""
+        data = self._data()
+        ids = np.array([e.item_id for e in entries], np.int64)
+        _, in_base = data.items.rows_of(ids)
+        known = [bool(b) or int(i) in self.live_items for i, b in zip(ids, in_base, strict=True)]
+        self.live_items = {**self.live_items, **{e.item_id: (e.title, e.category) for e in entries}}
+        updated = sum(known)
+        return UpsertResult(len(entries) - updated, updated, len(self.live_items), data.version)
+
+    async def delete_items(self, item_ids: list[int]) -> DeleteResult:
+        """Nothing to stop serving here (retrieval no longer returns the items); forget
+        their display data."""
+        data = self._data()
+        _, in_base = data.items.rows_of(np.array(item_ids, np.int64))
+        live = dict(self.live_items)
+        found = [
+            live.pop(i, None) is not None or bool(b) for i, b in zip(item_ids, in_base, strict=True)
+        ]
+        self.live_items = live
+        missing = [i for i, f in zip(item_ids, found, strict=True) if not f]
+        return DeleteResult(len(item_ids) - len(missing), missing, data.version)
+
+    def _data(self) -> GatewayData:
+        if self.loaded is None:
+            raise NotReady("gateway is still loading")
+        return self.loaded
 
     async def close(self) -> None:
         for channel in self._channels:
@@ -260,7 +294,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         stages.add("tagging", started)
 
         return gateway_pb2.RecommendResponse(
-            items=_items(data.items, top_ids, top_scores, item_tags),
+            items=_items(data.items, self.live_items, top_ids, top_scores, item_tags),
             model_versions=versions,
             ranking_degraded=ranking_degraded,
             tagging_degraded=tagging_degraded,
@@ -271,17 +305,26 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
 
 
 def _items(
-    items: ItemTable, ids: np.ndarray, scores: np.ndarray, tags: dict[int, list[common_pb2.Tag]]
+    items: ItemTable,
+    live_items: dict[int, tuple[str, str]],
+    ids: np.ndarray,
+    scores: np.ndarray,
+    tags: dict[int, list[common_pb2.Tag]],
 ) -> list[gateway_pb2.RecommendedItem]:
     rows, known = items.rows_of(ids)
     out = []
     for item_id, score, row, ok in zip(ids.tolist(), scores.tolist(), rows, known, strict=True):
+        title, category = "", ""
+        if item_id in live_items:  # added or changed since training: its newest content
+            title, category = live_items[item_id]
+        elif ok:
+            title, category = items.titles[row], items.category_names[items.categories[row]]
         out.append(
             gateway_pb2.RecommendedItem(
                 item_id=item_id,
                 score=score,
-                title=items.titles[row] if ok else "",
-                category=items.category_names[items.categories[row]] if ok else "",
+                title=title,
+                category=category,
                 tags=tags.get(item_id, []),
                 external_id=(items.external_ids[row] if ok and items.external_ids else ""),
             )

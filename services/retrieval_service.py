@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,10 +19,18 @@ from retrieval.index_quality import (
     check_recall_floor,
     recall_floor_message,
 )
+from retrieval.live_catalogue import (
+    DEFAULT_MAX_LIVE_ITEMS,
+    CatalogueFull,
+    ItemContent,
+    delete_items,
+    upsert_items,
+)
 from retrieval.retriever import Retriever
 from services import validation
 from services.batching import MicroBatcher, deadline_from_remaining
-from services.errors import FailedPrecondition, NotReady, grpc_errors
+from services.catalog import CatalogEntry, DeleteResult, UpsertResult
+from services.errors import FailedPrecondition, LimitReached, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.logs import log_fields
 from services.metrics import BATCH_SIZE, STAGE_LATENCY
@@ -39,6 +48,7 @@ class RetrievalConfig:
     max_recent_items: int = 500
     max_excluded_items: int = 10_000
     device: str = "auto"  # auto | cpu | gpu (FAISS index placement)
+    gpu_shard: bool = False  # several GPUs: split the items across them (else replicate)
     batching: bool = True  # gather concurrent calls into one forward + one FAISS search
     batch_max: int = 32
     batch_wait_ms: float = 2.0
@@ -46,6 +56,7 @@ class RetrievalConfig:
     recall_floor: float = 0.9  # refuse an approximate index measured below this recall@K
     force_index: bool = False  # serve it anyway (logged as a warning)
     workers: int = 2
+    max_live_items: int = DEFAULT_MAX_LIVE_ITEMS  # items upserted since training
 
 
 class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -56,6 +67,11 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         # (model, version) swapped as one reference: a request reads it once and finishes on
         # that version even if a reload swaps in another meanwhile.
         self.loaded: tuple[Retriever, str] | None = None
+        # Live catalogue changes since start-up, newest state per id (None = deleted): a
+        # reload re-applies them to the new version. One writer at a time.
+        self._changes: dict[int, ItemContent | None] = {}
+        self._catalog_lock = asyncio.Lock()
+        self.catalog_backend = self
         self._executor = ModelExecutor(config.workers, "retrieval")
         self._timing = STAGE_LATENCY.labels("retrieval", "search")
         # Batches form only while another batch is running (a lone call never waits), so
@@ -85,7 +101,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         require_component(version_dir, manifest, "retrieval")
         self._check_index(manifest)
         retriever = await self._executor.run(
-            lambda: Retriever.load(version_dir, device=self.config.device)
+            lambda: Retriever.load(
+                version_dir, device=self.config.device, gpu_shard=self.config.gpu_shard
+            )
         )
         # Warm-up: the first forward pass and search allocate; keep that off real requests.
         probe = retriever.items.item_ids[:5]
@@ -95,8 +113,51 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             enable_faiss_blas_for_batches(dim=retriever.index.embeddings.shape[1])
             batch = [RetrievalQuery(probe[: i + 1], self.config.default_k) for i in range(4)]
             await self._executor.run(lambda: retrieve_grouped([(retriever, q) for q in batch]))
-        self.loaded = (retriever, manifest["version"])
+        async with self._catalog_lock:  # no change can slip between replay and swap
+            if self._changes:
+                retriever = await self._executor.run(lambda: self._replay(retriever))
+            self.loaded = (retriever, manifest["version"])
         return manifest["version"]
+
+    def _replay(self, retriever: Retriever) -> Retriever:
+        upserts = [c for c in self._changes.values() if c is not None]
+        deletes = [i for i, c in self._changes.items() if c is None]
+        if upserts:
+            retriever, _ = upsert_items(retriever, upserts, self.config.max_live_items)
+        if deletes:
+            retriever, _ = delete_items(retriever, deletes)
+        logger.info(
+            "live catalogue re-applied",
+            extra=log_fields(upserted=len(upserts), deleted=len(deletes)),
+        )
+        return retriever
+
+    async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
+        contents = [ItemContent(e.item_id, e.title, e.category, e.brand, e.price) for e in entries]
+        async with self._catalog_lock:
+            retriever, version = self._current()
+            try:
+                updated, outcome = await self._executor.run(
+                    lambda: upsert_items(retriever, contents, self.config.max_live_items)
+                )
+            except CatalogueFull as exc:
+                raise LimitReached(str(exc)) from exc
+            self.loaded = (updated, version)  # the next request sees the new items
+            self._changes.update((c.item_id, c) for c in contents)
+        return UpsertResult(outcome.inserted, outcome.updated, outcome.live_items, version)
+
+    async def delete_items(self, item_ids: list[int]) -> DeleteResult:
+        async with self._catalog_lock:
+            retriever, version = self._current()
+            updated, outcome = await self._executor.run(lambda: delete_items(retriever, item_ids))
+            self.loaded = (updated, version)
+            self._changes.update((i, None) for i in item_ids)
+        return DeleteResult(outcome.deleted, outcome.not_found, version)
+
+    def _current(self) -> tuple[Retriever, str]:
+        if self.loaded is None:
+            raise NotReady("retrieval model is still loading")
+        return self.loaded
 
     def _check_index(self, manifest: dict) -> None:
         quality = manifest.get("index", {})

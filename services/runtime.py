@@ -20,6 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.admin import SERVICE_NAME as ADMIN_SERVICE
 from services.admin import ModelAdmin
+from services.catalog import SERVICE_NAME as CATALOG_SERVICE
+from services.catalog import CatalogAdmin
 from services.logs import log_fields
 from services.metrics import (
     MODEL_INFO,
@@ -46,6 +48,9 @@ class ServiceApp(Protocol):
 
     def register(self, server: aio.Server) -> None: ...
 
+    # Apps that take live catalogue changes set `catalog_backend` (a CatalogBackend); the
+    # runtime serves CatalogService for it wherever it serves ModelAdminService.
+
     async def load(self, version: str | None = None) -> str:
         """Load and warm a version (None = LATEST) off the serving path, then swap it in
         with one reference assignment; return the version now serving. On failure the
@@ -61,7 +66,9 @@ class ServerOptions:
     port: int = 0  # 0 = an ephemeral port (tests)
     metrics_port: int = -1  # negative = no /metrics endpoint
     grace_seconds: float = 10.0
-    admin_port: int = -1  # ModelAdminService: -1 off, 0 on the main port, >0 its own port
+    # Operator RPCs (ModelAdminService, CatalogService): -1 off, 0 on the main port, >0 on
+    # their own port.
+    admin_port: int = -1
     # Share the port with other processes of this service (SO_REUSEPORT). Off by default:
     # with it on, a second server on a taken port starts silently and steals traffic.
     reuse_port: bool = False
@@ -102,8 +109,7 @@ class ModelServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [*app.service_names, health.SERVICE_NAME]
         if self.options.admin_port == 0:
-            ModelAdmin(self).register(self._server)
-            names.append(ADMIN_SERVICE)
+            names += self._register_admin(self._server)
         enable_reflection(self._server, names)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -159,12 +165,21 @@ class ModelServer:
     async def _start_admin_server(self) -> None:
         """Operator RPCs on their own port, so they can be firewalled apart from traffic."""
         admin = aio.server(interceptors=[MetricsInterceptor(self.app.name + "-admin")])
-        ModelAdmin(self).register(admin)
-        enable_reflection(admin, [ADMIN_SERVICE])
+        enable_reflection(admin, self._register_admin(admin))
         address = f"{self.options.host}:{self.options.admin_port}"
         self.admin_port = admin.add_insecure_port(address)
         await admin.start()
         self._admin_server = admin
+
+    def _register_admin(self, server: aio.Server) -> list[str]:
+        """Register the operator services on `server`; their names (for reflection)."""
+        ModelAdmin(self).register(server)
+        names = [ADMIN_SERVICE]
+        backend = getattr(self.app, "catalog_backend", None)
+        if backend is not None:
+            CatalogAdmin(backend, lambda: self.model_version is not None).register(server)
+            names.append(CATALOG_SERVICE)
+        return names
 
     async def reload(self, version: str | None) -> tuple[str, str, float]:
         """Hot swap: (previous version, new version, load seconds). Serialised; health

@@ -1,0 +1,269 @@
+"""Retrieval at catalogue scale: the real gRPC service vs. the same search in-process, on
+100k- and 1M-item catalogues, batching on and off, concurrency 1/8/32; plus what live
+catalogue changes cost (upsert / delete latency, search latency with a live segment).
+
+For each size it trains a real two-tower model on a synthetic catalogue (few users, one
+epoch: serving cost depends on the catalogue, not on model quality), writes a
+retrieval-only artifact with an exact (flat) index, starts `recserve serve retrieval` as its
+own process, and drives it with an asyncio client on the same machine. Not a test: it
+prints medians with their conditions.
+
+    .venv/bin/python bench/retrieval_serving.py                  # 100k and 1M, ~10 min
+    .venv/bin/python bench/retrieval_serving.py --items 100000   # one size
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.batching import openblas_coretype_for_cpu
+
+# Before FAISS loads (as `recserve` does): fast sgemm kernels for the in-process batches.
+os.environ.setdefault("OPENBLAS_CORETYPE", openblas_coretype_for_cpu() or "")
+
+import grpc
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.serving_latency import drive, free_port
+from recdata.artifacts import publish, write_manifest
+from recdata.items import ItemTable
+from recdata.split import leave_last_out, popularity_counts, user_sequences
+from recdata.synthetic import generate
+from recsys.v1 import retrieval_pb2, retrieval_pb2_grpc
+from retrieval.batch import RetrievalQuery, enable_faiss_blas_for_batches, retrieve_batch
+from retrieval.covisitation import CoVisitation
+from retrieval.index import IndexConfig
+from retrieval.index_quality import build_and_assess
+from retrieval.live_catalogue import ItemContent, delete_items, upsert_items
+from retrieval.retriever import Retriever, save_retrieval
+from retrieval.train import TwoTowerTrainConfig, item_embeddings, train_two_tower, user_embeddings
+from services.cli import serve_command
+from services.executor import set_compute_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_artifact(root: Path, num_items: int, users: int, seed: int) -> Path:
+    """A retrieval-only version directory over `num_items` synthetic items."""
+    dataset = generate(num_items=num_items, num_users=users, seed=seed)
+    items = ItemTable.from_frame(dataset.items)
+    split = leave_last_out(user_sequences(dataset.interactions, items))
+    items.popularity = popularity_counts(split.train, len(items))
+    model = train_two_tower(split.train, items, TwoTowerTrainConfig(epochs=1))
+    embeddings = item_embeddings(model, items)
+    queries = user_embeddings(model, list(split.train.sequences[:500]), items)
+    index, quality = build_and_assess(embeddings, queries, 200, IndexConfig("flat"))
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-bench{num_items}"
+    directory = root / version
+    items.save(directory / "items")
+    covisitation = CoVisitation.fit(split.train, len(items))
+    save_retrieval(directory / "retrieval", model, embeddings, index, "flat", covisitation)
+    write_manifest(
+        directory,
+        {
+            "version": version,
+            "dataset": dataset.name,
+            "components": ["items", "retrieval"],
+            "index": quality.to_dict(),
+        },
+    )
+    publish(root, version)
+    return directory
+
+
+def histories_of(version_dir: Path, count: int, seed: int) -> list[np.ndarray]:
+    items = ItemTable.load(version_dir / "items")
+    rng = np.random.default_rng(seed)
+    popular = np.argsort(-items.popularity)[:5000]  # real users' histories lean popular
+    return [items.item_ids[rng.choice(popular, 20, replace=False)] for _ in range(count)]
+
+
+def median_ms(fn: object, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def in_process(retriever: Retriever, histories: list[np.ndarray], k: int) -> dict[str, float]:
+    """Median ms per request: one at a time (the c=1 baseline) and in batches of 8 and 32
+    through retrieve_batch (what the service's micro-batcher runs)."""
+    out = {"single": median_ms(lambda: retriever.retrieve(histories[0], k, histories[0]), 50)}
+    singles = [
+        median_ms(lambda h=h: retriever.retrieve(h, k, h), 5) for h in histories[:20]
+    ]  # several users: the cost depends a little on the history
+    out["single"] = statistics.median(singles)
+    for b in (8, 32):
+        queries = [RetrievalQuery(h, k, h) for h in histories[:b]]
+        out[f"batch{b}"] = median_ms(lambda q=queries: retrieve_batch(retriever, q), 15) / b
+    return out
+
+
+def live_costs(retriever: Retriever, k: int, histories: list[np.ndarray]) -> dict[str, float]:
+    """What the catalogue RPCs cost in-process: upsert 100 / delete 100 items (median of
+    5), and a search with 10,000 live items and 10,000 deleted ones."""
+    items = retriever.items
+    rng = np.random.default_rng(0)
+
+    def contents(start: int, n: int) -> list[ItemContent]:
+        rows = rng.choice(len(items), n, replace=False)
+        return [
+            ItemContent(
+                10**9 + start + i,
+                items.titles[r],
+                items.category_names[items.categories[r]],
+                items.brand_names[items.brands[r]],
+                10.0,
+            )
+            for i, r in enumerate(rows)
+        ]
+
+    batch = contents(0, 100)
+    upsert_ms = median_ms(lambda: upsert_items(retriever, batch), 5)
+    victims = items.item_ids[rng.choice(len(items), 100, replace=False)].tolist()
+    delete_ms = median_ms(lambda: delete_items(retriever, victims), 5)
+    live, _ = upsert_items(retriever, contents(1000, 10_000))
+    live, _ = delete_items(live, items.item_ids[rng.choice(len(items), 10_000, replace=False)])
+    searches = [median_ms(lambda h=h: live.retrieve(h, k, h), 5) for h in histories[:20]]
+    return {
+        "upsert100_ms": upsert_ms,
+        "delete100_ms": delete_ms,
+        "search_with_live_ms": statistics.median(searches),
+    }
+
+
+def start_service(version_dir: Path, batching: str) -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    cmd = serve_command("retrieval", version_dir, port, -1, "--log-level", "warning")
+    cmd += ["--batching", batching]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=600, wait_for_ready=True
+        )
+        for update in stream:
+            if update.status == health_pb2.HealthCheckResponse.SERVING:
+                stream.cancel()
+                break
+    return port, proc
+
+
+async def service_run(
+    port: int, histories: list[np.ndarray], k: int, requests: int, concurrencies: list[int]
+) -> list[tuple[int, float, float, float]]:
+    rows = []
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        requests_pb = [
+            retrieval_pb2.RetrieveRequest(user_id="bench", recent_item_ids=h.tolist(), k=k)
+            for h in histories
+        ]
+
+        def call(i: int) -> Awaitable[object]:
+            return stub.Retrieve(requests_pb[i % len(requests_pb)], timeout=30)
+
+        for c in concurrencies:
+            rows.append((c, *await drive(call, requests, c)))
+    return rows
+
+
+def sync_single(port: int, histories: list[np.ndarray], k: int, requests: int) -> float:
+    """p50 ms at concurrency 1 from a blocking client: the Python asyncio client alone
+    costs a few hundred microseconds per call, which a ghz or Go/Java client does not."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        calls = [
+            retrieval_pb2.RetrieveRequest(user_id="bench", recent_item_ids=h.tolist(), k=k)
+            for h in histories
+        ]
+        for request in calls[:20]:
+            stub.Retrieve(request, timeout=30)
+        times = []
+        for i in range(requests):
+            started = time.perf_counter()
+            stub.Retrieve(calls[i % len(calls)], timeout=30)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--k", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts here")
+    args = parser.parse_args()
+
+    set_compute_threads(1)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recserve-bench-"))
+    print(
+        f"# conditions: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, torch/FAISS threads 1 in the benchmark process, "
+        f"service with its defaults (2 executor workers); client and service on one machine "
+        f"over loopback; k={args.k}; flat (exact) index, 64-d; histories of 20 items, "
+        f"excluded; {args.requests} requests per cell after 20 warm-up calls; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}",
+        flush=True,
+    )
+    for num_items in args.items:
+        started = time.perf_counter()
+        version_dir = build_artifact(workdir / f"items{num_items}", num_items, args.users, 1)
+        print(f"\n## {num_items:,} items (artifact built in {time.perf_counter() - started:.0f} s)")
+        histories = histories_of(version_dir, 256, seed=2)
+        retriever = Retriever.load(version_dir, device="cpu")
+        enable_faiss_blas_for_batches(dim=retriever.index.dim)
+        local = in_process(retriever, histories, args.k)
+        live = live_costs(retriever, args.k, histories)
+        del retriever
+        print(
+            f"in-process ms per request: single {local['single']:.2f}, in batches of 8 "
+            f"{local['batch8']:.2f}, of 32 {local['batch32']:.2f}"
+        )
+        print(
+            f"live catalogue (in-process): upsert 100 items {live['upsert100_ms']:.1f} ms, "
+            f"delete 100 {live['delete100_ms']:.1f} ms; search with 10k live + 10k deleted "
+            f"items {live['search_with_live_ms']:.2f} ms (vs {local['single']:.2f})"
+        )
+        print("| batching | concurrency | p50 ms | p99 ms | requests/s | p50 - in-process |")
+        print("|---|---|---|---|---|---|")
+        for mode in ("off", "on"):
+            port, proc = start_service(version_dir, mode)
+            try:
+                blocking = sync_single(port, histories, args.k, args.requests)
+                rows = asyncio.run(
+                    service_run(port, histories, args.k, args.requests, args.concurrency)
+                )
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            for c, p50, p99, rps in rows:
+                overhead = f"{p50 - local['single']:+.2f}" if c == 1 else ""
+                print(f"| {mode} | {c} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {overhead} |")
+            print(
+                f"| {mode} | 1, blocking client | {blocking:.2f} | | | "
+                f"{blocking - local['single']:+.2f} |"
+            )
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
