@@ -156,7 +156,11 @@ class FeatureBuilder:
     def _covisitation(self, hist: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         if self.covisitation is None:
             return np.zeros(candidates.shape, np.float32)
-        return np.log1p(self.covisitation.pair_scores(hist, candidates, pad=len(self.items)))
+        # Items added after training (rows past the co-visitation table) have no
+        # co-visitation yet: in a history they count as padding.
+        pad = len(self.items)
+        hist = np.where(hist < len(self.covisitation.neighbors), hist, pad)
+        return np.log1p(self.covisitation.pair_scores(hist, candidates, pad=pad))
 
     def _assemble(
         self,
@@ -178,7 +182,9 @@ class FeatureBuilder:
 
         cand_cats = items.categories[rows]
         cand_brands = items.brands[rows]
-        cat_match = hist_cats[user_index] == cand_cats[:, None]  # (N, H)
+        # Padding slots never match (a live item of a category the model never saw carries
+        # the padding category too: ranking/live_items.py).
+        cat_match = (hist_cats[user_index] == cand_cats[:, None]) & valid[user_index]  # (N, H)
         same_cat = cat_match.sum(1) / counts[user_index]
         recent_cat = (cat_match * recency[user_index]).sum(1)
         hist_brands = np.where(valid, items.brands[safe_hist], -1)

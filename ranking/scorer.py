@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from torch import nn
 
 from ranking.export import EXPORT_FILE, load_exported, save_exported
 from ranking.features import DENSE_FEATURES, MAX_HISTORY, FeatureBuilder
+from ranking.live_items import RankingItem, with_items
 from recdata.items import ItemTable
 from retrieval.covisitation import FILE as COVIS_FILE
 from retrieval.covisitation import CoVisitation
@@ -113,6 +115,12 @@ class RankingScorer:
         self.model = model
         self.device = torch.device(device)
         self.features = FeatureBuilder(items, covisitation=covisitation)
+
+    def with_items(self, new: Sequence[RankingItem]) -> tuple[RankingScorer, int]:
+        """This scorer over a catalogue with `new` added or changed (ranking/live_items.py):
+        same model, new feature columns. Returns it and how many items were known."""
+        table, updated = with_items(self.items, new)
+        return RankingScorer(table, self.model, self.features.covisitation, self.device), updated
 
     @classmethod
     def load(cls, version_dir: Path, device: str = "cpu") -> RankingScorer:

@@ -23,6 +23,7 @@ SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_na
 MAX_ITEMS_PER_CALL = 1000
 MAX_TEXT_LENGTH = 2000
 MAX_DELETE_IDS = 10_000
+MAX_TAGS_PER_ITEM = 100
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class CatalogEntry:
     category: str
     brand: str
     price: float
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,18 @@ def entries_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Catalo
             raise InvalidArgument(
                 f"{where}.price", f"must be a finite number >= 0, got {item.price}"
             )
+        if len(item.tags) > MAX_TAGS_PER_ITEM:
+            raise InvalidArgument(f"{where}.tags", f"at most {MAX_TAGS_PER_ITEM} tags")
+        validation.categories(list(item.tags), f"{where}.tags", MAX_TAGS_PER_ITEM)
         entries.append(
             CatalogEntry(
-                item.item_id, title, item.description, item.category, item.brand, item.price
+                item.item_id,
+                title,
+                item.description,
+                item.category,
+                item.brand,
+                item.price,
+                tuple(item.tags),
             )
         )
     return entries

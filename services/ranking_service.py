@@ -10,6 +10,7 @@ RESOURCE_EXHAUSTED at once. Results equal the unbatched ones (tests/unit/test_ra
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from grpc import aio
 
+from ranking.live_items import RankingItem
 from ranking.scorer import (
     IncompatibleRanker,
     RankingScorer,
@@ -28,6 +30,7 @@ from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from services import validation
 from services.batching import MicroBatcher, deadline_from_remaining
+from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, InvalidArgument, NotFound, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.metrics import BATCH_SIZE, STAGE_LATENCY
@@ -69,6 +72,11 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     def __init__(self, config: RankingConfig) -> None:
         self.config = config
         self.loaded: tuple[RankingScorer, str] | None = None  # swapped as one reference
+        # Items added or changed through CatalogService since start-up (feature rows),
+        # re-applied on reload; one writer at a time.
+        self._live: dict[int, RankingItem] = {}
+        self._catalog_lock = asyncio.Lock()
+        self.catalog_backend = self
         self._executor = ModelExecutor(config.workers, "ranking")
         self._timing = STAGE_LATENCY.labels("ranking", "forward")
         self._batcher: MicroBatcher | None = None
@@ -106,8 +114,36 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         await self._executor.run(lambda: scorer.rank(ids[:10], ids[:200], None, 10))
         warm = [RankQuery(ids[: i + 1], ids[:200], None, 10) for i in range(4)]
         await self._executor.run(lambda: scorer.rank_many(warm))
-        self.loaded = (scorer, manifest["version"])
+        async with self._catalog_lock:  # no change can slip between re-apply and swap
+            if self._live:
+                live = list(self._live.values())
+                scorer, _ = await self._executor.run(lambda: scorer.with_items(live))
+            self.loaded = (scorer, manifest["version"])
         return manifest["version"]
+
+    async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
+        """Feature rows for new or changed items, so Rank scores them like any other."""
+        new = [
+            RankingItem(e.item_id, e.title, e.category, e.brand, e.price, e.tags) for e in entries
+        ]
+        async with self._catalog_lock:
+            if self.loaded is None:
+                raise NotReady("ranking model is still loading")
+            scorer, version = self.loaded
+            updated_scorer, updated = await self._executor.run(lambda: scorer.with_items(new))
+            self.loaded = (updated_scorer, version)
+            self._live.update((item.item_id, item) for item in new)
+        return UpsertResult(len(new) - updated, updated, len(self._live), version)
+
+    async def delete_items(self, item_ids: list[int]) -> DeleteResult:
+        """Ranking keeps the rows (retrieval stops returning deleted items; a client that
+        still sends one gets it scored, not an error); it reports which ids it knows."""
+        if self.loaded is None:
+            raise NotReady("ranking model is still loading")
+        scorer, version = self.loaded
+        _, known = scorer.items.rows_of(np.asarray(item_ids, np.int64))
+        missing = [i for i, k in zip(item_ids, known, strict=True) if not k]
+        return DeleteResult(len(item_ids) - len(missing), missing, version)
 
     async def close(self) -> None:
         if self._batcher is not None:

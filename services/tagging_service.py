@@ -29,6 +29,7 @@ from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 from services import validation
 from services.batching import MicroBatcher, deadline_from_remaining
+from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, InvalidArgument, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.metrics import BATCH_SIZE, STAGE_LATENCY
@@ -100,6 +101,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
         self._upserted: dict[int, CatalogItem] = {}
         self._deleted: set[int] = set()
         self._catalog_lock = asyncio.Lock()
+        self.catalog_backend = TaggingCatalog(self)
         self._batcher: MicroBatcher | None = None
         if config.batching:
             self._batcher = MicroBatcher(
@@ -292,3 +294,33 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
     ) -> tagging_pb2.ListTagsResponse:
         tagger, _, version = self._ready()
         return tagging_pb2.ListTagsResponse(tags=tagger.tag_names, model_version=version)
+
+
+class TaggingCatalog:
+    """CatalogService for the tagging server: each new or changed product is tagged once
+    and its tags served from memory by GetItemTags (TaggingApp.upsert_items)."""
+
+    def __init__(self, app: TaggingApp) -> None:
+        self._app = app
+
+    async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
+        _, catalog, _ = self._app._ready()
+        ids = np.array([e.item_id for e in entries], np.int64)
+        _, known = catalog.lookup(ids, 1)
+        items = [CatalogItem(e.item_id, e.title, e.description, e.category) for e in entries]
+        tags = await self._app.upsert_items(items)
+        _, _, version = self._app._ready()
+        updated = int(np.count_nonzero(known))
+        return UpsertResult(
+            len(entries) - updated,
+            updated,
+            len(self._app._upserted),
+            version,
+            [(e.item_id, list(t)) for e, t in zip(entries, tags, strict=True)],
+        )
+
+    async def delete_items(self, item_ids: list[int]) -> DeleteResult:
+        removed = set(await self._app.delete_items(item_ids))
+        _, _, version = self._app._ready()
+        missing = [i for i in item_ids if i not in removed]
+        return DeleteResult(len(item_ids) - len(missing), missing, version)

@@ -60,11 +60,12 @@ class Cluster:
         self._thread.join(timeout=10)
 
 
-def start_all(artifacts: Path, gateway_metrics_port: int = -1) -> Cluster:
+def start_all(artifacts: Path, gateway_metrics_port: int = -1, admin_port: int = -1) -> Cluster:
+    """The four services; `admin_port` 0 puts the operator RPCs on each main port."""
     cluster = Cluster()
-    cluster.start("retrieval", RetrievalApp(RetrievalConfig(artifacts)))
-    cluster.start("ranking", RankingApp(RankingConfig(artifacts)))
-    cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)))
+    cluster.start("retrieval", RetrievalApp(RetrievalConfig(artifacts)), admin_port=admin_port)
+    cluster.start("ranking", RankingApp(RankingConfig(artifacts)), admin_port=admin_port)
+    cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)), admin_port=admin_port)
     cluster.start(
         "gateway",
         GatewayApp(
@@ -77,5 +78,6 @@ def start_all(artifacts: Path, gateway_metrics_port: int = -1) -> Cluster:
             )
         ),
         metrics_port=gateway_metrics_port,
+        admin_port=admin_port,
     )
     return cluster

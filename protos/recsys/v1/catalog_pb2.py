@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/catalog.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"r\n\x0b\x43\x61talogItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x02\";\n\x12UpsertItemsRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.recsys.v1.CatalogItem\"\x89\x01\n\x13UpsertItemsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x12\n\nlive_items\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12$\n\x04tags\x18\x05 \x03(\x0b\x32\x16.recsys.v1.ItemTagList\"<\n\x0bItemTagList\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x1c\n\x04tags\x18\x02 \x03(\x0b\x32\x0e.recsys.v1.Tag\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\"Y\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x1a\n\x12not_found_item_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t2\xac\x01\n\x0e\x43\x61talogService\x12L\n\x0bUpsertItems\x12\x1d.recsys.v1.UpsertItemsRequest\x1a\x1e.recsys.v1.UpsertItemsResponse\x12L\n\x0b\x44\x65leteItems\x12\x1d.recsys.v1.DeleteItemsRequest\x1a\x1e.recsys.v1.DeleteItemsResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/catalog.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\x80\x01\n\x0b\x43\x61talogItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05\x62rand\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x02\x12\x0c\n\x04tags\x18\x07 \x03(\t\";\n\x12UpsertItemsRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.recsys.v1.CatalogItem\"\x89\x01\n\x13UpsertItemsResponse\x12\x10\n\x08inserted\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x12\n\nlive_items\x18\x03 \x01(\x03\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12$\n\x04tags\x18\x05 \x03(\x0b\x32\x16.recsys.v1.ItemTagList\"<\n\x0bItemTagList\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\x1c\n\x04tags\x18\x02 \x03(\x0b\x32\x0e.recsys.v1.Tag\"&\n\x12\x44\x65leteItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\"Y\n\x13\x44\x65leteItemsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x1a\n\x12not_found_item_ids\x18\x02 \x03(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t2\xac\x01\n\x0e\x43\x61talogService\x12L\n\x0bUpsertItems\x12\x1d.recsys.v1.UpsertItemsRequest\x1a\x1e.recsys.v1.UpsertItemsResponse\x12L\n\x0b\x44\x65leteItems\x12\x1d.recsys.v1.DeleteItemsRequest\x1a\x1e.recsys.v1.DeleteItemsResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.catalog_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025io.recserve.recsys.v1P\001Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1'
-  _globals['_CATALOGITEM']._serialized_start=62
-  _globals['_CATALOGITEM']._serialized_end=176
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=178
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=237
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=240
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=377
-  _globals['_ITEMTAGLIST']._serialized_start=379
-  _globals['_ITEMTAGLIST']._serialized_end=439
-  _globals['_DELETEITEMSREQUEST']._serialized_start=441
-  _globals['_DELETEITEMSREQUEST']._serialized_end=479
-  _globals['_DELETEITEMSRESPONSE']._serialized_start=481
-  _globals['_DELETEITEMSRESPONSE']._serialized_end=570
-  _globals['_CATALOGSERVICE']._serialized_start=573
-  _globals['_CATALOGSERVICE']._serialized_end=745
+  _globals['_CATALOGITEM']._serialized_start=63
+  _globals['_CATALOGITEM']._serialized_end=191
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=193
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=252
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=255
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=392
+  _globals['_ITEMTAGLIST']._serialized_start=394
+  _globals['_ITEMTAGLIST']._serialized_end=454
+  _globals['_DELETEITEMSREQUEST']._serialized_start=456
+  _globals['_DELETEITEMSREQUEST']._serialized_end=494
+  _globals['_DELETEITEMSRESPONSE']._serialized_start=496
+  _globals['_DELETEITEMSRESPONSE']._serialized_end=585
+  _globals['_CATALOGSERVICE']._serialized_start=588
+  _globals['_CATALOGSERVICE']._serialized_end=760
 # @@protoc_insertion_point(module_scope)

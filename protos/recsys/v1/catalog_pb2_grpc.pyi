@@ -30,8 +30,9 @@ class CatalogServiceStub:
     """Live catalogue changes without retraining. An operator RPC: served next to
     ModelAdminService (its own --admin-port, the main port, or off). Each model server applies
     what it needs — retrieval embeds items from their content and indexes them, tagging
-    generates their tags once and serves them from its cache — so a catalogue feed calls it
-    on tagging first (to get tags), then on retrieval and ranking. Changes are visible to the
+    generates their tags once and serves them from its cache, ranking adds their feature
+    rows, the gateway their display data — so a catalogue feed calls it on tagging first (to
+    get tags), then on ranking, retrieval and the gateway. Changes are visible to the
     next request, survive a model reload (they are re-applied to the new version), and are
     lost on restart (replay the feed, or retrain to fold them in).
     """
@@ -50,8 +51,9 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Live catalogue changes without retraining. An operator RPC: served next to
     ModelAdminService (its own --admin-port, the main port, or off). Each model server applies
     what it needs — retrieval embeds items from their content and indexes them, tagging
-    generates their tags once and serves them from its cache — so a catalogue feed calls it
-    on tagging first (to get tags), then on retrieval and ranking. Changes are visible to the
+    generates their tags once and serves them from its cache, ranking adds their feature
+    rows, the gateway their display data — so a catalogue feed calls it on tagging first (to
+    get tags), then on ranking, retrieval and the gateway. Changes are visible to the
     next request, survive a model reload (they are re-applied to the new version), and are
     lost on restart (replay the feed, or retrain to fold them in).
     """
@@ -66,8 +68,9 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """Live catalogue changes without retraining. An operator RPC: served next to
     ModelAdminService (its own --admin-port, the main port, or off). Each model server applies
     what it needs — retrieval embeds items from their content and indexes them, tagging
-    generates their tags once and serves them from its cache — so a catalogue feed calls it
-    on tagging first (to get tags), then on retrieval and ranking. Changes are visible to the
+    generates their tags once and serves them from its cache, ranking adds their feature
+    rows, the gateway their display data — so a catalogue feed calls it on tagging first (to
+    get tags), then on ranking, retrieval and the gateway. Changes are visible to the
     next request, survive a model reload (they are re-applied to the new version), and are
     lost on restart (replay the feed, or retrain to fold them in).
     """
