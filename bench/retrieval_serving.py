@@ -8,8 +8,8 @@ retrieval-only artifact with an exact (flat) index, starts `recserve serve retri
 own process, and drives it with an asyncio client on the same machine. Not a test: it
 prints medians with their conditions.
 
-    .venv/bin/python bench/retrieval_serving.py                  # 100k and 1M, ~10 min
-    .venv/bin/python bench/retrieval_serving.py --items 100000   # one size
+    .venv/bin/python -m bench.retrieval_serving                  # 100k and 1M, ~12 min
+    .venv/bin/python -m bench.retrieval_serving --items 100000   # one size
 """
 
 from __future__ import annotations
