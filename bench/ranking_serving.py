@@ -19,7 +19,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable
@@ -29,35 +28,19 @@ import grpc
 import numpy as np
 import torch
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.serving_latency import drive, free_port, percentiles
+from bench.common import drive, percentiles, start_service
 from ranking.scorer import RankingScorer, RankQuery
 from recdata.artifacts import resolve
 from recdata.feature_store import UserHistoryStore
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from retrieval.retriever import Retriever
-from services.cli import serve_command
 from services.executor import set_compute_threads
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_ranking(version_dir: Path, batching: str, threads: int, workers: int) -> tuple:
-    port = free_port()
-    cmd = serve_command("ranking", version_dir, port, -1, "--log-level", "warning")
-    cmd += ["--batching", batching, "--threads", str(threads), "--workers", str(workers)]
-    cmd += ["--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=180, wait_for_ready=True
-        )
-        for update in stream:
-            if update.status == health_pb2.HealthCheckResponse.SERVING:
-                stream.cancel()
-                break
-    return port, proc
+    flags = ["--batching", batching, "--threads", str(threads), "--workers", str(workers)]
+    return start_service("ranking", version_dir, *flags, "--device", "cpu", timeout=180)
 
 
 def workload(version_dir: Path, k: int, users: int) -> list[RankQuery]:

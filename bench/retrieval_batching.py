@@ -7,8 +7,8 @@ unit vectors (64-d, flat inner-product index, 1 FAISS thread).
 The OpenBLAS kernel set is fixed when the library loads, so each OPENBLAS_CORETYPE value
 runs in its own child process. Not a test: it prints medians with their conditions.
 
-    .venv/bin/python bench/retrieval_batching.py     # ~40 s on 2 cores, peak RSS 0.8 GB
-    .venv/bin/python bench/retrieval_batching.py --artifacts artifacts   # + end to end
+    .venv/bin/python -m bench.retrieval_batching     # ~40 s on 2 cores, peak RSS 0.8 GB
+    .venv/bin/python -m bench.retrieval_batching --artifacts artifacts   # + end to end
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 64
@@ -35,15 +36,6 @@ def unit_vectors(n: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, DIM), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
-
-
-def median_ms(fn: object, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
 
 
 def measure_catalogue(items: int, batches: list[int], k: int, repeats: int) -> list[dict]:
@@ -139,7 +131,7 @@ def run_child(coretype: str, argv: list[str]) -> list[dict]:
     env.pop("OPENBLAS_CORETYPE", None)
     if coretype != "default":
         env["OPENBLAS_CORETYPE"] = coretype
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *argv]
+    cmd = [sys.executable, "-m", "bench.retrieval_batching", "--child", *argv]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 

@@ -20,7 +20,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +35,8 @@ os.environ.setdefault("OPENBLAS_CORETYPE", openblas_coretype_for_cpu() or "")
 import grpc
 import numpy as np
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.serving_latency import drive, free_port
+from bench.common import drive, median_ms, start_service
 from recdata.artifacts import publish, write_manifest
 from recdata.items import ItemTable
 from recdata.split import leave_last_out, popularity_counts, user_sequences
@@ -51,10 +49,7 @@ from retrieval.index_quality import build_and_assess
 from retrieval.live_catalogue import ItemContent, delete_items, upsert_items
 from retrieval.retriever import Retriever, save_retrieval
 from retrieval.train import TwoTowerTrainConfig, item_embeddings, train_two_tower, user_embeddings
-from services.cli import serve_command
 from services.executor import set_compute_threads
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_artifact(root: Path, num_items: int, users: int, seed: int) -> Path:
@@ -90,15 +85,6 @@ def histories_of(version_dir: Path, count: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     popular = np.argsort(-items.popularity)[:5000]  # real users' histories lean popular
     return [items.item_ids[rng.choice(popular, 20, replace=False)] for _ in range(count)]
-
-
-def median_ms(fn: object, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
 
 
 def in_process(retriever: Retriever, histories: list[np.ndarray], k: int) -> dict[str, float]:
@@ -146,22 +132,6 @@ def live_costs(retriever: Retriever, k: int, histories: list[np.ndarray]) -> dic
         "delete100_ms": delete_ms,
         "search_with_live_ms": statistics.median(searches),
     }
-
-
-def start_service(version_dir: Path, batching: str) -> tuple[int, subprocess.Popen]:
-    port = free_port()
-    cmd = serve_command("retrieval", version_dir, port, -1, "--log-level", "warning")
-    cmd += ["--batching", batching]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=600, wait_for_ready=True
-        )
-        for update in stream:
-            if update.status == health_pb2.HealthCheckResponse.SERVING:
-                stream.cancel()
-                break
-    return port, proc
 
 
 async def service_run(
@@ -245,7 +215,7 @@ def main() -> int:
         print("| batching | concurrency | p50 ms | p99 ms | requests/s | p50 - in-process |")
         print("|---|---|---|---|---|---|")
         for mode in ("off", "on"):
-            port, proc = start_service(version_dir, mode)
+            port, proc = start_service("retrieval", version_dir, "--batching", mode, timeout=600)
             try:
                 blocking = sync_single(port, histories, args.k, args.requests)
                 rows = asyncio.run(

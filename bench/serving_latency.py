@@ -4,7 +4,7 @@ Starts the four services as separate processes on loopback (as `make demo` does)
 them with an asyncio client at several concurrencies, and prints p50/p99/throughput next to
 the same work done in-process. Not a test: it prints figures with their conditions.
 
-    .venv/bin/python bench/serving_latency.py --artifacts artifacts
+    .venv/bin/python -m bench.serving_latency --artifacts artifacts
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ import asyncio
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
-import grpc
 import numpy as np
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import ROOT, drive, free_port, wait_until_serving
 from ranking.scorer import RankingScorer
 from recdata.artifacts import resolve
 from recdata.feature_store import UserHistoryStore
@@ -42,20 +40,6 @@ from retrieval.retriever import Retriever
 from services.cli import serve_command
 from services.executor import set_compute_threads
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return statistics.median(ordered) * 1e3, p99 * 1e3
-
 
 def start_services(
     version_dir: Path, batching: str
@@ -63,11 +47,9 @@ def start_services(
     ports = {name: free_port() for name in ("retrieval", "ranking", "tagging", "gateway")}
     procs = []
     for name, port in ports.items():
-        cmd = serve_command(name, version_dir, port, -1, "--log-level", "warning")
-        if name == "retrieval":
-            cmd += ["--batching", batching]
+        flags = ["--batching", batching] if name == "retrieval" else []
         if name == "gateway":
-            cmd += [
+            flags = [
                 "--retrieval-addr",
                 f"127.0.0.1:{ports['retrieval']}",
                 "--ranking-addr",
@@ -75,41 +57,11 @@ def start_services(
                 "--tagging-addr",
                 f"127.0.0.1:{ports['tagging']}",
             ]
+        cmd = serve_command(name, version_dir, port, -1, "--log-level", "warning", *flags)
         procs.append(subprocess.Popen(cmd, cwd=ROOT))
     for port in ports.values():
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stream = health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(), timeout=120, wait_for_ready=True
-            )
-            for update in stream:
-                if update.status == health_pb2.HealthCheckResponse.SERVING:
-                    stream.cancel()
-                    break
+        wait_until_serving(port, timeout=120)
     return ports, procs
-
-
-async def drive(
-    call: Callable[[int], Awaitable[object]], requests: int, concurrency: int
-) -> tuple[float, float, float]:
-    latencies: list[float] = []
-    next_request = 0
-
-    async def worker() -> None:
-        nonlocal next_request
-        while next_request < requests:
-            i = next_request
-            next_request += 1
-            started = time.perf_counter()
-            await call(i)
-            latencies.append(time.perf_counter() - started)
-
-    for i in range(min(20, requests)):  # warm the channel and the server
-        await call(i)
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - started
-    p50, p99 = percentiles(latencies)
-    return p50, p99, requests / wall
 
 
 def in_process(

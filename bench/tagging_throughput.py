@@ -9,7 +9,7 @@ encoders; or reuses --fast/--minilm artifact directories), then measures
 
 Not a test: it prints figures with their conditions.
 
-    .venv/bin/python bench/tagging_throughput.py
+    .venv/bin/python -m bench.tagging_throughput
 """
 
 from __future__ import annotations
@@ -20,62 +20,25 @@ import dataclasses
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
-import grpc
 import torch
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import drive, start_service
 from pipeline.train import TrainingConfig, train_all
 from recdata.artifacts import resolve
 from recdata.schema import Dataset
 from recdata.synthetic import generate
 from recsys.v1 import tagging_pb2, tagging_pb2_grpc
-from services.cli import serve_command
 from tagging.tagger import Tagger
 from tagging.text import product_text
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def drive(
-    call: Callable[[int], Awaitable[object]], requests: int, concurrency: int
-) -> tuple[float, float, float]:
-    """p50 ms, p99 ms and calls/s of `requests` calls at a fixed concurrency."""
-    latencies: list[float] = []
-    next_request = 0
-
-    async def worker() -> None:
-        nonlocal next_request
-        while next_request < requests:
-            i = next_request
-            next_request += 1
-            started = time.perf_counter()
-            await call(i)
-            latencies.append(time.perf_counter() - started)
-
-    for i in range(min(20, requests)):  # warm the channel and the server
-        await call(i)
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - started
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return statistics.median(ordered) * 1e3, p99 * 1e3, requests / wall
 
 
 def train_artifact(encoder: str, items: int, root: Path) -> Path:
@@ -108,19 +71,8 @@ def in_process(version_dir: Path, texts: list[str], batch: int, calls: int) -> f
     return calls * batch / (time.perf_counter() - started)
 
 
-def start_service(version_dir: Path, batching: str) -> tuple[int, subprocess.Popen]:
-    port = free_port()
-    cmd = serve_command("tagging", version_dir, port, -1, "--batching", batching)
-    proc = subprocess.Popen([*cmd, "--log-level", "warning", "--threads", "1"], cwd=ROOT)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=300, wait_for_ready=True
-        )
-        for update in stream:
-            if update.status == health_pb2.HealthCheckResponse.SERVING:
-                stream.cancel()
-                break
-    return port, proc
+def start_tagging(version_dir: Path, batching: str) -> tuple[int, subprocess.Popen]:
+    return start_service("tagging", version_dir, "--batching", batching, "--threads", "1")
 
 
 async def service_cells(
@@ -169,7 +121,7 @@ def main() -> int:
                     (encoder, batch, in_process(version_dir, texts, batch, args.calls))
                 )
             for mode in args.batching:
-                port, proc = start_service(version_dir, mode)
+                port, proc = start_tagging(version_dir, mode)
                 try:
                     cells = asyncio.run(service_cells(port, items, args.requests, args.concurrency))
                 finally:
