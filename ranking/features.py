@@ -77,10 +77,23 @@ class FeatureBuilder:
         items: ItemTable,
         max_history: int = MAX_HISTORY,
         covisitation: CoVisitation | None = None,
+        model_vocabulary: tuple[int, int] | None = None,
     ) -> None:
+        """`model_vocabulary`: (categories, brands) the model was trained with, when the
+        catalogue has grown since (live items, ranking/live_items.py). Features compare the
+        real ids; the model reads a category it never saw as its padding (a zero vector)
+        and a brand it never saw as the catalogue's most common one."""
         self.items = items
         self.covisitation = covisitation
         self.max_history = max_history
+        categories, brands = model_vocabulary or (
+            len(items.category_names),
+            len(items.brand_names),
+        )
+        self._model_categories = categories
+        self._model_brands = brands
+        trained = items.brands[items.brands < brands]
+        self._fallback_brand = int(np.bincount(trained).argmax()) if len(trained) else 0
         pop = np.log1p(items.popularity.astype(np.float32))
         self._log_pop = pop / max(float(pop.max()), 1e-6)
         tags = items.tag_matrix
@@ -92,6 +105,11 @@ class FeatureBuilder:
         # Oldest → newest weights over the right-aligned history window.
         age = np.arange(max_history - 1, -1, -1, dtype=np.float32)
         self._recency = (RECENCY_DECAY**age).astype(np.float32)
+
+    @property
+    def model_vocabulary(self) -> tuple[int, int]:
+        """(categories, brands) the model reads; more in the catalogue are live items."""
+        return self._model_categories, self._model_brands
 
     @property
     def num_tags(self) -> int:
@@ -153,6 +171,12 @@ class FeatureBuilder:
                 hist[i, self.max_history - len(recent) :] = recent
         return hist
 
+    def _model_categories_of(self, categories: np.ndarray) -> np.ndarray:
+        """Category ids as the model reads them: empty slots (-1) and categories it never
+        saw become its padding index."""
+        known = (categories >= 0) & (categories < self._model_categories)
+        return np.where(known, categories, self._model_categories).astype(np.int64)
+
     def _covisitation(self, hist: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         if self.covisitation is None:
             return np.zeros(candidates.shape, np.float32)
@@ -175,7 +199,7 @@ class FeatureBuilder:
         n_pairs = len(rows)
         valid = hist < len(items)
         safe_hist = np.where(valid, hist, 0)
-        hist_cats = np.where(valid, items.categories[safe_hist], len(items.category_names))
+        hist_cats = np.where(valid, items.categories[safe_hist], -1)  # real ids, -1 = empty
         counts = np.maximum(valid.sum(1), 1).astype(np.float32)  # (B,)
         recency = self._recency[None, :] * valid  # (B, H)
         recency = recency / np.maximum(recency.sum(1, keepdims=True), 1e-6)
@@ -184,7 +208,7 @@ class FeatureBuilder:
         cand_brands = items.brands[rows]
         # Padding slots never match (a live item of a category the model never saw carries
         # the padding category too: ranking/live_items.py).
-        cat_match = (hist_cats[user_index] == cand_cats[:, None]) & valid[user_index]  # (N, H)
+        cat_match = hist_cats[user_index] == cand_cats[:, None]  # (N, H)
         same_cat = cat_match.sum(1) / counts[user_index]
         recent_cat = (cat_match * recency[user_index]).sum(1)
         hist_brands = np.where(valid, items.brands[safe_hist], -1)
@@ -211,10 +235,12 @@ class FeatureBuilder:
             axis=-1,
         ).astype(np.float32)
         return RankingBatch(
-            history_categories=torch.from_numpy(hist_cats.astype(np.int64)),
+            history_categories=torch.from_numpy(self._model_categories_of(hist_cats)),
             user_index=torch.from_numpy(user_index.astype(np.int64)),
-            candidate_categories=torch.from_numpy(cand_cats.astype(np.int64)),
-            candidate_brands=torch.from_numpy(cand_brands.astype(np.int64)),
+            candidate_categories=torch.from_numpy(self._model_categories_of(cand_cats)),
+            candidate_brands=torch.from_numpy(
+                np.where(cand_brands < self._model_brands, cand_brands, self._fallback_brand)
+            ),
             candidate_prices=torch.from_numpy(items.price_buckets[rows].astype(np.int64)),
             candidate_tags=torch.from_numpy(np.ascontiguousarray(cand_tags)),
             dense=torch.from_numpy(dense),

@@ -2,10 +2,11 @@
 
 The ranker has no item-id embeddings: everything it knows about a candidate is its
 category, brand, price bucket, tags and popularity, all columns of the ItemTable. A new
-product therefore ranks like any other once it has a row. What the trained model never saw
-is mapped to what it can read: an unknown category to its padding index (a zero vector, as
-for an empty history slot), an unknown brand to the catalogue's most common brand (the
-brand embedding has no "unknown"), unknown tags are dropped, and popularity starts at 0.
+product therefore ranks like any other once it has a row. Categories and brands first seen
+here are appended to the table's names, so the features compare real ids (two items of a
+new brand share it, a new category matches only itself); the model itself reads what it
+never saw as its padding category / the most common brand (ranking/features.py,
+`model_vocabulary`). Unknown tags are dropped; popularity starts at 0.
 
 `with_items` returns a new table (copy-on-write): the ranking service swaps it in with its
 model as one reference, so a request scores against one consistent catalogue. The copy is
@@ -37,12 +38,10 @@ def with_items(items: ItemTable, new: Sequence[RankingItem]) -> tuple[ItemTable,
     keep their row (and their popularity); new ones are appended."""
     ids = np.array([item.item_id for item in new], np.int64)
     rows, known = items.rows_of(ids)
-    category_index = {name: i for i, name in enumerate(items.category_names)}
-    brand_index = {name: i for i, name in enumerate(items.brand_names)}
-    common_brand = int(np.bincount(items.brands).argmax()) if len(items) else 0
-    pad_category = len(items.category_names)
-    categories = np.array([category_index.get(i.category, pad_category) for i in new], np.int64)
-    brands = np.array([brand_index.get(i.brand, common_brand) for i in new], np.int64)
+    category_names = list(items.category_names)
+    brand_names = list(items.brand_names)
+    categories = np.array([_index_of(category_names, i.category) for i in new], np.int64)
+    brands = np.array([_index_of(brand_names, i.brand) for i in new], np.int64)
     prices = price_buckets(np.array([i.price for i in new], np.float64), items.price_edges)
     texts = encode_text([f"{i.brand} {i.title} {i.category}" for i in new])
     tag_matrix = None
@@ -71,9 +70,9 @@ def with_items(items: ItemTable, new: Sequence[RankingItem]) -> tuple[ItemTable,
     table = ItemTable(
         item_ids=np.concatenate([items.item_ids, ids[~known]]),
         titles=titles,
-        category_names=items.category_names,
+        category_names=category_names,
         categories=merged(items.categories, categories),
-        brand_names=items.brand_names,
+        brand_names=brand_names,
         brands=merged(items.brands, brands),
         price_edges=items.price_edges,
         price_buckets=merged(items.price_buckets, prices),
@@ -84,3 +83,10 @@ def with_items(items: ItemTable, new: Sequence[RankingItem]) -> tuple[ItemTable,
         external_ids=external_ids,
     )
     return table, int(known.sum())
+
+
+def _index_of(names: list[str], name: str) -> int:
+    """Index of `name`, appended when first seen (a linear scan: names are few)."""
+    if name not in names:
+        names.append(name)
+    return names.index(name)

@@ -109,18 +109,26 @@ class RankingScorer:
         model: nn.Module,
         covisitation: CoVisitation | None = None,
         device: torch.device | str = "cpu",
+        model_vocabulary: tuple[int, int] | None = None,
     ) -> None:
-        """`model`: the exported module (as loaded) or an eager Ranker; same inputs."""
+        """`model`: the exported module (as loaded) or an eager Ranker; same inputs.
+        `model_vocabulary`: see FeatureBuilder (a catalogue grown by live items)."""
         self.items = items
         self.model = model
         self.device = torch.device(device)
-        self.features = FeatureBuilder(items, covisitation=covisitation)
+        self.features = FeatureBuilder(
+            items, covisitation=covisitation, model_vocabulary=model_vocabulary
+        )
 
     def with_items(self, new: Sequence[RankingItem]) -> tuple[RankingScorer, int]:
         """This scorer over a catalogue with `new` added or changed (ranking/live_items.py):
         same model, new feature columns. Returns it and how many items were known."""
         table, updated = with_items(self.items, new)
-        return RankingScorer(table, self.model, self.features.covisitation, self.device), updated
+        vocabulary = self.features.model_vocabulary
+        scorer = RankingScorer(
+            table, self.model, self.features.covisitation, self.device, vocabulary
+        )
+        return scorer, updated
 
     @classmethod
     def load(cls, version_dir: Path, device: str = "cpu") -> RankingScorer:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from grpc import aio
 
 from recsys.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2
@@ -146,7 +147,7 @@ class CatalogAdmin(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.DeleteItemsResponse:
         if not request.item_ids:
             raise InvalidArgument("item_ids", "must not be empty")
-        ids = validation.item_ids(request.item_ids, "item_ids", MAX_DELETE_IDS)
+        ids = np.unique(validation.item_ids(request.item_ids, "item_ids", MAX_DELETE_IDS))
         self._check_ready()
         result = await self._backend.delete_items(ids.tolist())
         return catalog_pb2.DeleteItemsResponse(

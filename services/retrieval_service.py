@@ -67,9 +67,10 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         # (model, version) swapped as one reference: a request reads it once and finishes on
         # that version even if a reload swaps in another meanwhile.
         self.loaded: tuple[Retriever, str] | None = None
-        # Live catalogue changes since start-up, newest state per id (None = deleted): a
-        # reload re-applies them to the new version. One writer at a time.
-        self._changes: dict[int, ItemContent | None] = {}
+        # Live catalogue changes since start-up, newest state per id (None = deleted) with
+        # the version serving when it was made: a reload re-applies them to the new
+        # version. One writer at a time.
+        self._changes: dict[int, tuple[ItemContent | None, str]] = {}
         self._catalog_lock = asyncio.Lock()
         self.catalog_backend = self
         self._executor = ModelExecutor(config.workers, "retrieval")
@@ -115,13 +116,25 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             await self._executor.run(lambda: retrieve_grouped([(retriever, q) for q in batch]))
         async with self._catalog_lock:  # no change can slip between replay and swap
             if self._changes:
-                retriever = await self._executor.run(lambda: self._replay(retriever))
+                retriever = await self._executor.run(
+                    lambda: self._replay(retriever, manifest["version"])
+                )
             self.loaded = (retriever, manifest["version"])
         return manifest["version"]
 
-    def _replay(self, retriever: Retriever) -> Retriever:
-        upserts = [c for c in self._changes.values() if c is not None]
-        deletes = [i for i, c in self._changes.items() if c is None]
+    def _replay(self, retriever: Retriever, version: str) -> Retriever:
+        # A version built after a change (version names start with their UTC build time)
+        # already reflects it when it holds the upserted id, or lacks the deleted one: the
+        # change is folded in and forgotten, which frees live capacity after a retrain. A
+        # reload of the same or an older version re-applies everything.
+        ids = np.fromiter(self._changes, np.int64, len(self._changes))
+        _, in_base = retriever.items.rows_of(ids)
+        for item_id, known in zip(ids.tolist(), in_base.tolist(), strict=True):
+            content, made_on = self._changes[item_id]
+            if version > made_on and (content is not None) == known:
+                del self._changes[item_id]
+        upserts = [c for c, _ in self._changes.values() if c is not None]
+        deletes = [i for i, (c, _) in self._changes.items() if c is None]
         if upserts:
             retriever, _ = upsert_items(retriever, upserts, self.config.max_live_items)
         if deletes:
@@ -143,7 +156,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             except CatalogueFull as exc:
                 raise LimitReached(str(exc)) from exc
             self.loaded = (updated, version)  # the next request sees the new items
-            self._changes.update((c.item_id, c) for c in contents)
+            self._changes.update((c.item_id, (c, version)) for c in contents)
         return UpsertResult(outcome.inserted, outcome.updated, outcome.live_items, version)
 
     async def delete_items(self, item_ids: list[int]) -> DeleteResult:
@@ -151,7 +164,8 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             retriever, version = self._current()
             updated, outcome = await self._executor.run(lambda: delete_items(retriever, item_ids))
             self.loaded = (updated, version)
-            self._changes.update((i, None) for i in item_ids)
+            missing = set(outcome.not_found)  # never served: nothing to remember
+            self._changes.update((i, (None, version)) for i in item_ids if i not in missing)
         return DeleteResult(outcome.deleted, outcome.not_found, version)
 
     def _current(self) -> tuple[Retriever, str]:

@@ -29,7 +29,7 @@ from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 from services import validation
 from services.batching import MicroBatcher, deadline_from_remaining
-from services.catalog import CatalogEntry, DeleteResult, UpsertResult
+from services.catalog import MAX_DELETE_IDS, CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, InvalidArgument, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.metrics import BATCH_SIZE, STAGE_LATENCY
@@ -220,7 +220,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
         """Remove items from the served catalogue tags; returns the ids that were there
         (unknown ids are ignored). InvalidArgument for non-positive ids or too many."""
         self._ready()
-        ids = validation.item_ids(item_ids, "item_ids", self.config.max_lookup_ids)
+        ids = validation.item_ids(item_ids, "item_ids", MAX_DELETE_IDS)
         async with self._catalog_lock:
             _, catalog, _ = self._ready()
             removed = catalog.delete(ids)

@@ -77,8 +77,9 @@ def test_upsert_then_delete_through_the_api(cluster: Cluster) -> None:
     assert sorted(found) == [NEW_ID, NEW_ID + 1]
 
     gone = catalog.DeleteItems(
-        catalog_pb2.DeleteItemsRequest(item_ids=[NEW_ID, 100001, 999_999_999]), timeout=10
-    )
+        catalog_pb2.DeleteItemsRequest(item_ids=[NEW_ID, 100001, NEW_ID, 999_999_999]),
+        timeout=10,
+    )  # a repeated id counts once
     assert gone.deleted == 2 and list(gone.not_found_item_ids) == [999_999_999]
     everything = _retrieve(retrieval, 1000)
     assert NEW_ID not in everything and 100001 not in everything

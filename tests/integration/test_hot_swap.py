@@ -14,7 +14,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeline.train import TrainingConfig, train_all
 from recdata.synthetic import generate
-from recsys.v1 import admin_pb2, admin_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from recsys.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from tests.integration.cluster import Cluster
 
@@ -133,5 +140,34 @@ def test_admin_is_off_unless_asked(two_versions: tuple[Path, Path]) -> None:
         with pytest.raises(grpc.RpcError) as info:
             admin.GetModelStatus(admin_pb2.GetModelStatusRequest(), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        cluster.close()
+
+
+def test_a_newer_version_folds_in_live_changes(two_versions: tuple[Path, Path]) -> None:
+    """Live items count against --max-live-items until a version built after them is
+    loaded: then the ones it holds are folded in and the capacity is free again."""
+    first, _ = two_versions
+    cluster = Cluster()
+    try:
+        app = RetrievalApp(RetrievalConfig(first, max_live_items=1))
+        cluster.start("retrieval", app, admin_port=0)
+        channel = grpc.insecure_channel(cluster.address("retrieval"))
+        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+
+        def upsert(item_id: int) -> catalog_pb2.UpsertItemsResponse:
+            item = catalog_pb2.CatalogItem(item_id=item_id, title="new lamp", category="lamps")
+            return catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=10)
+
+        assert upsert(100005).live_items == 1  # an item both versions hold, changed live
+        with pytest.raises(grpc.RpcError) as info:
+            upsert(100006)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(version=first.name), timeout=60)
+        with pytest.raises(grpc.RpcError):  # the same version: the change is re-applied
+            upsert(100006)
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)  # LATEST, built later
+        assert upsert(100006).live_items == 1
     finally:
         cluster.close()
