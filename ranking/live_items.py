@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recdata.items import ItemTable, encode_text, price_buckets
+from recdata.items import ItemTable, encode_text, indices_adding_new, price_buckets
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,8 @@ def with_items(items: ItemTable, new: Sequence[RankingItem]) -> tuple[ItemTable,
     keep their row (and their popularity); new ones are appended."""
     ids = np.array([item.item_id for item in new], np.int64)
     rows, known = items.rows_of(ids)
-    category_names = list(items.category_names)
-    brand_names = list(items.brand_names)
-    categories = np.array([_index_of(category_names, i.category) for i in new], np.int64)
-    brands = np.array([_index_of(brand_names, i.brand) for i in new], np.int64)
+    category_names, categories = indices_adding_new(items.category_names, [i.category for i in new])
+    brand_names, brands = indices_adding_new(items.brand_names, [i.brand for i in new])
     prices = price_buckets(np.array([i.price for i in new], np.float64), items.price_edges)
     texts = encode_text([f"{i.brand} {i.title} {i.category}" for i in new])
     tag_matrix = None
@@ -83,10 +81,3 @@ def with_items(items: ItemTable, new: Sequence[RankingItem]) -> tuple[ItemTable,
         external_ids=external_ids,
     )
     return table, int(known.sum())
-
-
-def _index_of(names: list[str], name: str) -> int:
-    """Index of `name`, appended when first seen (a linear scan: names are few)."""
-    if name not in names:
-        names.append(name)
-    return names.index(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,25 @@ def encode_text(texts: list[str]) -> np.ndarray:
         tokens = _tokens(text)
         out[row, : len(tokens)] = tokens
     return out
+
+
+def known_indices(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """Indices in `names` of the `wanted` ones it has; unknown names are ignored."""
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[w] for w in wanted if w in index], dtype=np.int64)
+
+
+def indices_adding_new(names: Sequence[str], values: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(names with the values first seen here appended, the index of every value)."""
+    extended = list(names)
+    index = {name: i for i, name in enumerate(extended)}
+    out = np.empty(len(values), np.int64)
+    for j, value in enumerate(values):
+        if value not in index:
+            index[value] = len(extended)
+            extended.append(value)
+        out[j] = index[value]
+    return extended, out
 
 
 def price_buckets(prices: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -127,8 +147,7 @@ class ItemTable:
 
     def category_rows(self, names: list[str]) -> np.ndarray:
         """Category indices for names; unknown names are ignored (they match no item)."""
-        index = {c: i for i, c in enumerate(self.category_names)}
-        return np.array([index[n] for n in names if n in index], dtype=np.int64)
+        return known_indices(self.category_names, names)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recdata.items import encode_text, price_buckets
+from recdata.items import encode_text, indices_adding_new, price_buckets
 from retrieval.retriever import Retriever
 from retrieval.segment import LiveSegment
 
@@ -108,10 +108,7 @@ def upsert_items(
     served_base = in_base & ~live.dead[np.where(in_base, base_rows, 0)]
     was_served = served_base | in_live
 
-    names = list(live.category_names)
-    for content in contents:
-        if content.category not in names:
-            names.append(content.category)
+    names, categories = indices_adding_new(live.category_names, [c.category for c in contents])
     vectors = embed_contents(retriever, contents, names)
 
     keep = ~np.isin(live.ids, ids)  # earlier live versions of these ids are replaced
@@ -123,14 +120,11 @@ def upsert_items(
         )
     dead = live.dead.copy()
     dead[base_rows[in_base]] = True  # the base version of a changed item stops serving
-    category_of = {name: i for i, name in enumerate(names)}
     segment = LiveSegment(
         base_size=live.base_size,
         ids=np.concatenate([live.ids[keep], ids]),
         embeddings=np.concatenate([live.embeddings[keep], vectors]),
-        categories=np.concatenate(
-            [live.categories[keep], np.array([category_of[c.category] for c in contents])]
-        ).astype(np.int64),
+        categories=np.concatenate([live.categories[keep], categories]),
         category_names=tuple(names),
         dead=dead,
     )

@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import torch
 
-from recdata.items import ItemTable
+from recdata.items import ItemTable, known_indices
 from retrieval.covisitation import FILE as COVIS_FILE
 from retrieval.covisitation import CoVisitation, fuse
 from retrieval.history import pad_histories
@@ -120,8 +120,7 @@ class Retriever:
         live = self.index.live
         if live is None:
             return self.items.category_rows(names)
-        index = {c: i for i, c in enumerate(live.category_names)}
-        return np.array([index[n] for n in names if n in index], dtype=np.int64)
+        return known_indices(live.category_names, names)
 
     def ids_of(self, rows: np.ndarray) -> np.ndarray:
         """External ids of base and live (virtual) rows."""
