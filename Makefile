@@ -9,13 +9,14 @@ DEMO_ARGS ?=
 
 PROTO_SRC := $(wildcard protos/recsys/v1/*.proto)
 
-.PHONY: help venv proto demo test lint bench clean
+.PHONY: help venv proto demo test lint bench clean loadclient
 
 help:
 	@echo "make demo     data -> training -> index -> four services -> recommendations (DEMO_ONCE=1 exits)"
 	@echo "make test     unit + integration tests (real servers on loopback)"
 	@echo "make proto    regenerate Python stubs, type stubs and protos/recsys.protoset"
 	@echo "make lint     ruff"
+	@echo "make loadclient  the compiled gRPC load client the benchmarks use when built"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +50,12 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) .pytest_cache
+
+# The compiled load client of bench/loadclient (optional: the benchmarks fall back to a
+# Python client without it). Needs Debian's libgrpc++-dev and pkg-config.
+loadclient: build/loadclient
+
+build/loadclient: bench/loadclient/loadclient.cc
+	@pkg-config --exists grpc++ || { echo "needs libgrpc++-dev and pkg-config (apt-get install libgrpc++-dev pkg-config)"; exit 1; }
+	mkdir -p build
+	g++ -O2 -std=c++17 -Wall -Wextra $< $$(pkg-config --cflags --libs grpc++) -o $@

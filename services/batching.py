@@ -18,6 +18,16 @@ Dispatch policy (when a gathered batch goes to the executor):
 So `max_wait_ms` is only ever spent when a core is already busy, and never past a member's
 deadline.
 
+Lone requests (`inline_when_idle`): when nothing is running or waiting and no concurrency
+was seen in the last `concurrency_hold_ms`, a request is computed on the event-loop thread
+itself instead of the executor. The executor round trip (two thread wake-ups, ~0.1-0.2 ms
+on the development machine, docs/benchmarks.md) is most of a lone call's service overhead.
+The loop is blocked for that one model call. Calls that arrived meanwhile show up within
+a loop iteration or two after it (grpc.aio gives each received call a new task): seeing
+one is evidence of concurrency, and every call then takes the batched executor path for
+the hold period, so under load batching works as without this option (checked by
+tests/integration/test_ranking_batching.py, where 48 calls arrive at once).
+
 Load shedding: at most `max_queue` requests wait (not counting those already in a running
 batch); past that `submit` raises `Overloaded` at once, which the service maps to
 RESOURCE_EXHAUSTED, instead of letting the queue (and everyone's latency) grow unbounded.
@@ -52,6 +62,11 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new requests (UNAVAILABLE)."""
 
 
+# Loop iterations an inline call leaves, after its model call, for calls that arrived
+# while it blocked the loop to show up (as new tasks, or in submit()).
+_SETTLE_ITERATIONS = 2
+
+
 @dataclass(eq=False)
 class _Waiting(Generic[Req, Resp]):
     item: Req
@@ -72,11 +87,14 @@ class MicroBatcher(Generic[Req, Resp]):
         max_concurrent: int = 1,
         deadline_margin_ms: float = 5.0,
         on_batch: Callable[[int], None] | None = None,
+        inline_when_idle: bool = False,
+        concurrency_hold_ms: float = 100.0,
     ) -> None:
         """`batch_fn` runs in `executor` (torch and FAISS release the GIL) and returns one
         result per item, in order; an exception *instance* in a slot fails that item only.
         `max_concurrent` batches run at once (match the executor's workers). `on_batch` is
-        called with each batch's size when it is dispatched (a metrics hook)."""
+        called with each batch's size when it is dispatched (a metrics hook).
+        `inline_when_idle` computes lone requests on the loop thread (module docstring)."""
         if max_batch < 1 or max_queue < 1 or max_concurrent < 1:
             raise ValueError("max_batch, max_queue and max_concurrent must be >= 1")
         if max_wait_ms < 0 or deadline_margin_ms < 0:
@@ -94,6 +112,10 @@ class MicroBatcher(Generic[Req, Resp]):
         self._changed = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._closing = False
+        self.inline_when_idle = inline_when_idle
+        self._concurrency_hold = concurrency_hold_ms / 1e3
+        self._inline_active = False
+        self._batched_until = 0.0  # loop time before which lone requests still batch
 
     @property
     def queued(self) -> int:
@@ -117,6 +139,12 @@ class MicroBatcher(Generic[Req, Resp]):
         if len(self._waiting) >= self.max_queue:
             raise Overloaded(f"{len(self._waiting)} requests already waiting for a batch")
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        busy = self._inline_active or bool(self._running) or bool(self._waiting)
+        if busy:
+            self._batched_until = now + self._concurrency_hold
+        elif self.inline_when_idle and now >= self._batched_until:
+            return await self._run_inline(item)
         self._ensure_dispatcher()
         entry = _Waiting(item, deadline, loop.time(), loop.create_future())
         self._waiting.append(entry)
@@ -130,6 +158,28 @@ class MicroBatcher(Generic[Req, Resp]):
                 self._waiting.remove(entry)
             entry.future.cancel()
             raise
+
+    async def _run_inline(self, item: Req) -> Resp:
+        """`item` alone, computed on the loop thread (see the module docstring)."""
+        self._inline_active = True
+        try:
+            if self._on_batch is not None:
+                with contextlib.suppress(Exception):  # metrics must never break serving
+                    self._on_batch(1)
+            tasks_before = asyncio.all_tasks()
+            result = self._batch_fn([item])[0]
+            # Calls that arrived while the loop was blocked: grpc.aio hands each to a new
+            # task within a loop iteration or two. Seeing one (or a call reaching submit()
+            # meanwhile) is the evidence of concurrency that switches to batches.
+            for _ in range(_SETTLE_ITERATIONS):
+                await asyncio.sleep(0)
+            if asyncio.all_tasks() - tasks_before:
+                self._batched_until = asyncio.get_running_loop().time() + self._concurrency_hold
+        finally:
+            self._inline_active = False
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def close(self) -> None:
         """Stop taking requests, dispatch everything still waiting, wait for every batch."""

@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
                 default=env("batch_wait_ms", 2.0),
                 help="longest a call waits for company (only while a batch is running)",
             )
+        if name in ("retrieval", "ranking"):
+            p.add_argument(
+                "--inline-lone-calls",
+                choices=["on", "off"],
+                default=env("inline_lone_calls", "on"),
+                help="with batching on, compute a call that arrives while the service is idle "
+                "on the event-loop thread instead of the executor (saves a thread round trip; "
+                "measured in docs/benchmarks.md)",
+            )
         if name == "tagging":
             p.add_argument(
                 "--batching",

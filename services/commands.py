@@ -104,6 +104,7 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
                 gpu_shard=args.gpu_shard,
                 workers=args.workers,
                 batching=args.batching == "on",
+                inline_lone_calls=args.inline_lone_calls == "on",
                 recall_floor=args.recall_floor,
                 force_index=args.force_index,
                 max_live_items=args.max_live_items,

@@ -48,6 +48,9 @@ class RankingConfig:
     # several requests amortises the per-call feature and forward overheads (~1.4x CPU per
     # call at 200 candidates), and a lone call is dispatched at once.
     batching: bool = True
+    # With batching on: a call arriving while the service is idle runs on the loop thread,
+    # skipping the executor round trip (services/batching.py, docs/benchmarks.md).
+    inline_lone_calls: bool = True
     batch_max: int = 32
     batch_wait_ms: float = 2.0
     batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
@@ -60,6 +63,7 @@ class RankingConfig:
             artifacts,
             device=args.device,
             batching=args.batching == "on",
+            inline_lone_calls=args.inline_lone_calls == "on",
             batch_max=args.batch_max,
             batch_wait_ms=args.batch_wait_ms,
             workers=args.workers,
@@ -89,6 +93,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                 max_queue=config.batch_queue,
                 max_concurrent=config.workers,
                 on_batch=BATCH_SIZE.labels("ranking").observe,
+                inline_when_idle=config.inline_lone_calls,
             )
 
     @property

@@ -50,6 +50,9 @@ class RetrievalConfig:
     device: str = "auto"  # auto | cpu | gpu (FAISS index placement)
     gpu_shard: bool = False  # several GPUs: split the items across them (else replicate)
     batching: bool = True  # gather concurrent calls into one forward + one FAISS search
+    # With batching on: a call arriving while the service is idle runs on the loop thread,
+    # skipping the executor round trip (services/batching.py, docs/benchmarks.md).
+    inline_lone_calls: bool = True
     batch_max: int = 32
     batch_wait_ms: float = 2.0
     batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
@@ -87,6 +90,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
                 max_queue=config.batch_queue,
                 max_concurrent=config.workers,
                 on_batch=BATCH_SIZE.labels("retrieval").observe,
+                inline_when_idle=config.inline_lone_calls,
             )
 
     @property

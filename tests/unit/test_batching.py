@@ -96,6 +96,75 @@ def test_idle_batcher_dispatches_a_lone_request_at_once() -> None:
     run(body)
 
 
+class ThreadRecorder(Recorder):
+    """Also records which thread computed each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(items)
+
+
+def test_inline_when_idle_computes_a_lone_request_on_the_loop_thread() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        recorder = ThreadRecorder()
+        sizes: list[int] = []
+        batcher = MicroBatcher(recorder, pool, inline_when_idle=True, on_batch=sizes.append)
+        assert await batcher.submit("a") == "done:a"
+        assert await batcher.submit("b") == "done:b"
+        assert recorder.calls == [["a"], ["b"]]
+        assert recorder.threads == [threading.get_ident()] * 2  # no executor round trip
+        assert sizes == [1, 1]
+        with pytest.raises(ValueError, match="bad item"):
+            await batcher.submit("bad")
+        assert await batcher.submit("c") == "done:c"  # a failed inline call leaves it idle
+        await batcher.close()
+
+    run(body)
+
+
+def test_calls_arriving_during_an_inline_call_switch_to_batches() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        recorder = ThreadRecorder()
+        loop_thread = threading.get_ident()
+        batcher = MicroBatcher(recorder, pool, inline_when_idle=True, concurrency_hold_ms=3_600_000)
+        # "a" runs inline and blocks the loop; "b" is already waiting to run, as a call
+        # that arrived meanwhile would be, and reaches submit() during a's settle.
+        a = asyncio.create_task(batcher.submit("a"))
+        b = asyncio.create_task(batcher.submit("b"))
+        assert await asyncio.gather(a, b) == ["done:a", "done:b"]
+        assert recorder.calls == [["a"], ["b"]]
+        assert recorder.threads[0] == loop_thread
+        assert recorder.threads[1] != loop_thread  # concurrency seen: the executor path
+        # Within the hold period a lone call still takes the executor path.
+        assert await batcher.submit("c") == "done:c"
+        assert recorder.threads[2] != loop_thread
+        await batcher.close()
+
+    run(body)
+
+
+def test_inline_calls_resume_once_the_hold_period_is_over() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        recorder = ThreadRecorder()
+        batcher = MicroBatcher(recorder, pool, concurrency_hold_ms=0)
+        first = await start_blocking_batch(batcher, recorder)  # off: to the executor
+        queued = asyncio.create_task(batcher.submit("x"))  # concurrency seen
+        await until(lambda: batcher.queued == 1)
+        recorder.release.set()
+        assert await asyncio.gather(first, queued) == ["done:block", "done:x"]
+        await until(lambda: batcher.running == 0)
+        batcher.inline_when_idle = True
+        assert await batcher.submit("y") == "done:y"  # idle again, hold over: inline
+        assert recorder.threads[-1] == threading.get_ident()
+        await batcher.close()
+
+    run(body)
+
+
 def test_concurrent_submissions_share_one_call() -> None:
     async def body(pool: ThreadPoolExecutor) -> None:
         recorder = Recorder()
