@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from grpc import aio
 
-from bench.common import drive, percentiles, start_service
+from bench.common import drive, overhead_at_concurrency_1, percentiles, start_service
 from ranking.scorer import RankingScorer, RankQuery
 from recdata.artifacts import resolve
 from recdata.feature_store import UserHistoryStore
@@ -37,10 +37,31 @@ from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from retrieval.retriever import Retriever
 from services.executor import set_compute_threads
 
+# Service configurations: batching off, on (the default: lone calls computed on the event
+# loop), and on with every call through the executor.
+MODES = {
+    "off": ["--batching", "off"],
+    "on": ["--batching", "on"],
+    "on, no inline": ["--batching", "on", "--inline-lone-calls", "off"],
+}
 
-def start_ranking(version_dir: Path, batching: str, threads: int, workers: int) -> tuple:
-    flags = ["--batching", batching, "--threads", str(threads), "--workers", str(workers)]
+
+def start_ranking(version_dir: Path, mode: str, threads: int, workers: int) -> tuple:
+    flags = [*MODES[mode], "--threads", str(threads), "--workers", str(workers)]
     return start_service("ranking", version_dir, *flags, "--device", "cpu", timeout=180)
+
+
+def rank_requests(queries: list[RankQuery]) -> list[ranking_pb2.RankRequest]:
+    return [
+        ranking_pb2.RankRequest(
+            user_id="bench",
+            recent_item_ids=q.recent_item_ids.tolist(),
+            candidate_item_ids=q.candidate_ids.tolist(),
+            candidate_scores=np.asarray(q.candidate_scores, np.float32).tolist(),
+            num_items=q.num_items,
+        )
+        for q in queries
+    ]
 
 
 def workload(version_dir: Path, k: int, users: int) -> list[RankQuery]:
@@ -92,16 +113,7 @@ async def service_rows(
     port: int, pid: int, queries: list[RankQuery], requests: int, concurrencies: list[int]
 ) -> list[tuple[int, float, float, float, float]]:
     """(concurrency, p50 ms, p99 ms, requests/s, server CPU ms per call) per cell."""
-    messages = [
-        ranking_pb2.RankRequest(
-            user_id="bench",
-            recent_item_ids=q.recent_item_ids.tolist(),
-            candidate_item_ids=q.candidate_ids.tolist(),
-            candidate_scores=np.asarray(q.candidate_scores, np.float32).tolist(),
-            num_items=q.num_items,
-        )
-        for q in queries
-    ]
+    messages = rank_requests(queries)
     rows = []
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = ranking_pb2_grpc.RankingServiceStub(channel)
@@ -123,7 +135,7 @@ def main() -> int:
     parser.add_argument("--artifacts", default="artifacts")
     parser.add_argument("--candidates", type=int, nargs="+", default=[200, 500])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--batching", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--batching", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--requests", type=int, default=600, help="per service cell")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     parser.add_argument("--workers", type=int, default=2, help="service model threads")
@@ -133,13 +145,25 @@ def main() -> int:
     set_compute_threads(args.threads)
     load_before = os.getloadavg()
     scorer = RankingScorer.load(version_dir, device="cpu")
-    local, service = {}, {}
+    local, service, overheads = {}, {}, {}
     for k in args.candidates:
         queries = workload(version_dir, k, 200)
         local[k] = in_process(scorer, queries, args.requests)
+
+        def local_call(i: int, queries: list[RankQuery] = queries) -> object:
+            q = queries[i % len(queries)]
+            return scorer.rank(q.recent_item_ids, q.candidate_ids, q.candidate_scores, q.num_items)
+
         for mode in args.batching:
             port, proc = start_ranking(version_dir, mode, args.threads, args.workers)
             try:
+                overheads[(k, mode)] = overhead_at_concurrency_1(
+                    local_call,
+                    port,
+                    "/recsys.v1.RankingService/Rank",
+                    rank_requests(queries),
+                    ranking_pb2.RankResponse,
+                )
                 service[(k, mode)] = asyncio.run(
                     service_rows(port, proc.pid, queries, args.requests, args.concurrency)
                 )
@@ -181,14 +205,21 @@ def main() -> int:
             f"| {m['batch32_cpu_ms_per_call']:.2f} |"
         )
     print()
+    client = next(iter(overheads.values()))["client"]
+    print(f"concurrency 1, alternating blocks of in-process and service calls ({client} client):")
+    print(
+        "| candidates | batching | in-process p50 ms | service p50 ms "
+        "| overhead ms (target <= 0.5) |"
+    )
+    print("|---|---|---|---|---|")
+    for (k, mode), o in overheads.items():
+        print(
+            f"| {k} | {mode} | {o['in_process_ms']:.2f} | {o['service_ms']:.2f} "
+            f"| {o['overhead_ms']:+.2f} |"
+        )
+    print()
     top = max(args.concurrency)
     for k in args.candidates:
-        for mode in args.batching:
-            c1 = service[(k, mode)][0]
-            print(
-                f"{k} candidates, batching {mode}: service p50 at concurrency {c1[0]} - "
-                f"in-process p50 = {c1[1] - local[k]['p50']:+.2f} ms (target <= +0.5 ms)"
-            )
         peak = {mode: service[(k, mode)][-1][3] for mode in args.batching}
         if {"on", "off"} <= set(peak):
             print(
