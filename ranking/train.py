@@ -38,6 +38,7 @@ class RankerTrainConfig:
     cross_rank: int = 32  # low-rank cross weights (0: full rank), see RankerConfig
     use_attention: bool = True  # ablation switches, see RankerConfig
     use_tags: bool = True
+    recent_covisitation: bool = True  # newest-items co-visitation features, see RankerConfig
 
 
 @dataclass
@@ -137,6 +138,7 @@ def train_ranker(
             cross_rank=cfg.cross_rank,
             use_attention=cfg.use_attention,
             use_tags=cfg.use_tags,
+            recent_covisitation=cfg.recent_covisitation,
         )
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
