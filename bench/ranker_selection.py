@@ -64,6 +64,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hard64": {"hard_negatives": 64, "random_negatives": 8},
     # Needs --retrain-all (changes retrieval training): TrainingConfig.retrieval_on_all_events.
     "retrieval-all-events": {"retrieval_on_all_events": True},
+    "retrieval-all-events-covis300-hard32": {
+        "retrieval_on_all_events": True,
+        "covisitation_neighbours": 300,
+        "hard_negatives": 32,
+        "random_negatives": 4,
+    },
 }
 
 
@@ -137,6 +143,14 @@ def main() -> int:
     if args.retrain_all:
         return retrain_all(dataset, config, args)
     version_dir = resolve(args.artifacts)
+    trained = json.loads((version_dir / "manifest.json").read_text())["training_config"]
+    if trained.get("retrieval_on_all_events"):
+        # Only the served two-tower (every training event) is stored, not the copy that
+        # held out the ranker's positions: its scores on them are inflated by memorisation.
+        print(
+            "warning: this version's two-tower saw the ranker's training positions; "
+            "ranker-only retraining differs from recserve train (use --retrain-all)"
+        )
     items = ItemTable.load(version_dir / "items")
     split = leave_last_out(user_sequences(dataset.interactions, items))
     eval_set = EvaluationSet.from_split(split, items.popularity, target=args.target)
