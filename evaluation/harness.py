@@ -4,6 +4,14 @@ Time-based leave-last-out: each user's last event is the test target, the one be
 validation (used by training), the rest training. Every model ranks the full catalogue for
 every user, with the user's own history excluded (as the gateway serves). Our rows load the
 artifact directory through the same classes the services use (Retriever, RankingScorer).
+
+Two targets (`EvaluationSet.from_split(target=...)`):
+  test        histories = training events + the validation event; targets = the last event.
+  validation  histories = training events only; targets = the second-to-last event. For
+              choosing between model variants without looking at the test target. The
+              ranker early-stops on these same targets (validation NDCG@10), so its
+              validation numbers are slightly optimistic; every ranker variant shares that
+              bias, and no model ever trains on a validation event.
 """
 
 from __future__ import annotations
@@ -30,15 +38,19 @@ RETRIEVAL_RECALL_KS = (10, 20, 50, 100, 200, 500)
 RANKING_CANDIDATES = 200
 RETRIEVAL_ROW = "retrieval (two-tower + FAISS, fused with co-visitation)"
 RANKING_ROW = f"retrieval top-{RANKING_CANDIDATES} + ranking (served)"
+TARGETS = ("test", "validation")
 
 
 @dataclass
 class EvaluationSet:
-    """Histories at test time (training events + the validation event) and test targets."""
+    """Histories and held-out targets: by default at test time (training events + the
+    validation event → the test target); with target="validation", training events →
+    the validation target."""
 
     histories: list[np.ndarray]
     targets: np.ndarray
     cold_targets: np.ndarray  # bool: the target never occurs in training (cold-start item)
+    target: str = "test"
 
     @classmethod
     def from_split(
@@ -47,16 +59,25 @@ class EvaluationSet:
         popularity: np.ndarray,
         max_users: int | None = None,
         seed: int = 0,
+        target: str = "test",
     ) -> EvaluationSet:
+        """`popularity`: training-event counts per item (cold = 0)."""
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}; choose from {list(TARGETS)}")
         n = len(split.train.user_ids)
         users = np.arange(n)
         if max_users is not None and n > max_users:
             users = np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
-        histories = [
-            np.concatenate([split.train.sequences[u], [split.validation_targets[u]]]) for u in users
-        ]
-        targets = split.test_targets[users]
-        return cls(histories, targets, popularity[targets] == 0)
+        if target == "validation":
+            histories = [split.train.sequences[u] for u in users]
+            targets = split.validation_targets[users]
+        else:
+            histories = [
+                np.concatenate([split.train.sequences[u], [split.validation_targets[u]]])
+                for u in users
+            ]
+            targets = split.test_targets[users]
+        return cls(histories, targets, popularity[targets] == 0, target)
 
     def exclusions(self) -> list[np.ndarray]:
         return [np.unique(h) for h in self.histories]
@@ -66,6 +87,7 @@ class EvaluationSet:
 class EvaluationReport:
     users: int
     cold_target_users: int
+    target: str = "test"
     rows: dict[str, dict[str, float]] = field(default_factory=dict)
     cold_start_recall50: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -88,6 +110,7 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "target": self.target,
             "users": self.users,
             "cold_target_users": self.cold_target_users,
             "rows": self.rows,
@@ -116,8 +139,8 @@ class EvaluationReport:
                 f"| {name} | " + " | ".join(cells) + f" | {self.cold_start_recall50[name]:.4f} |"
             )
         lines.append(
-            f"\n{self.users} users; {self.cold_target_users} of them have a test "
-            "target never seen in training (cold-start items)."
+            f"\n{self.users} users ({self.target} target); {self.cold_target_users} of them "
+            "have a target never seen in training (cold-start items)."
         )
         return "\n".join(lines)
 

@@ -70,15 +70,20 @@ def run_evaluation(
     tags: bool,
     progress: Progress,
     tag_encoders: Sequence[str] = ENCODERS,
+    target: str = "test",
 ) -> EvaluationResult:
+    """`target`: "test" (the reported numbers) or "validation" (for choosing between model
+    variants; see evaluation/harness.py)."""
     version, report = None, None
     if len(dataset.interactions):
         version_dir = trained_version(dataset, artifact_root, config, retrain, progress)
         version = version_dir.name
         items = ItemTable.load(version_dir / "items")
         split = leave_last_out(user_sequences(dataset.interactions, items))
-        eval_set = EvaluationSet.from_split(split, items.popularity, max_users)
-        report = EvaluationReport(len(eval_set.targets), int(eval_set.cold_targets.sum()))
+        eval_set = EvaluationSet.from_split(split, items.popularity, max_users, target=target)
+        report = EvaluationReport(
+            len(eval_set.targets), int(eval_set.cold_targets.sum()), target=target
+        )
         evaluate_served_pipeline(version_dir, eval_set, report, progress)
         evaluate_baselines(split, items, eval_set, report, baselines, progress)
     tag_result = None

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ranking.features import DENSE_FEATURES, RankingBatch
+from ranking.features import DENSE_FEATURES, RECENT_COVISITATION_FEATURES, RankingBatch
 from recdata.items import NUM_PRICE_BUCKETS
 
 # Up to this many categories (+ padding) target attention runs in category space.
@@ -35,6 +35,8 @@ class RankerConfig:
     # Ablation switches (docs/evaluation.md); both on in the served model.
     use_attention: bool = True  # target attention over history; off = mean of history
     use_tags: bool = True  # tag embedding + tag_affinity feature
+    # Co-visitation with the newest 1 and 3 history items as features (off: zeroed).
+    recent_covisitation: bool = True
 
     def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
@@ -90,11 +92,15 @@ class Ranker(nn.Module):
         # Attention in category space while the category table is small (see
         # _target_attention); the per-pair history copy otherwise.
         self._category_space = cfg.num_categories + 1 <= CATEGORY_SPACE_MAX
-        # Without tags the tag_affinity feature is zeroed too (a buffer: moves with .to()).
+        # Switched-off features are zeroed (a buffer: moves with .to()).
         mask = torch.ones(len(DENSE_FEATURES))
         if not cfg.use_tags:
             mask[DENSE_FEATURES.index("tag_affinity")] = 0.0
+        if not cfg.recent_covisitation:
+            for name in RECENT_COVISITATION_FEATURES:
+                mask[DENSE_FEATURES.index(name)] = 0.0
         self.register_buffer("feature_mask", mask)
+        self._mask_features = bool((mask == 0).any())
 
     def forward(
         self,
@@ -112,11 +118,9 @@ class Ranker(nn.Module):
             + self.brand(candidate_brands)
             + self.price(candidate_prices)
         )  # (N, d)
-        features = dense
+        features = dense * self.feature_mask if self._mask_features else dense
         if self.cfg.use_tags:
             cand = cand + self.tags(candidate_tags)
-        else:
-            features = dense * self.feature_mask
         hist = self.category(history_categories)  # (B, H, d); padding rows are zero
         mask = history_categories != self._pad_category  # (B, H)
         count = mask.sum(1, keepdim=True).clamp(min=1)

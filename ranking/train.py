@@ -28,7 +28,7 @@ class RankerTrainConfig:
     batch_size: int = 256
     lr: float = 2e-3
     dim: int = 32
-    hard_negatives: int = 8
+    hard_negatives: int = 8  # 32 for MovieLens: TrainingConfig.for_dataset
     random_negatives: int = 2
     examples_per_user: int = 10  # the most recent positions, held out from retrieval training
     patience: int = 2
@@ -38,6 +38,7 @@ class RankerTrainConfig:
     cross_rank: int = 32  # low-rank cross weights (0: full rank), see RankerConfig
     use_attention: bool = True  # ablation switches, see RankerConfig
     use_tags: bool = True
+    recent_covisitation: bool = True  # newest-items co-visitation features, see RankerConfig
 
 
 @dataclass
@@ -137,6 +138,7 @@ def train_ranker(
             cross_rank=cfg.cross_rank,
             use_attention=cfg.use_attention,
             use_tags=cfg.use_tags,
+            recent_covisitation=cfg.recent_covisitation,
         )
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

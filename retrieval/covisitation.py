@@ -105,14 +105,23 @@ class CoVisitation:
     def pair_scores(self, history: np.ndarray, candidates: np.ndarray, pad: int) -> np.ndarray:
         """(B, C) co-visitation score of each candidate given each history (B, H) padded
         with `pad` and right-aligned; the ranker's feature."""
+        by_age = self.pair_scores_by_age(history, candidates, pad)  # (B, C, R)
+        decay = self.decay ** np.arange(by_age.shape[2], dtype=np.float32)
+        return (by_age @ decay).astype(np.float32)
+
+    def pair_scores_by_age(
+        self, history: np.ndarray, candidates: np.ndarray, pad: int
+    ) -> np.ndarray:
+        """(B, C, R) undecayed similarity of each candidate to each of the `recent` newest
+        history items (age 0 = the newest; 0 where the slot is padding or the candidate is
+        not among that item's neighbours)."""
         last = history[:, -self.recent :][:, ::-1]  # (B, R) newest first
         valid = last != pad
         safe = np.where(valid, last, 0)
-        decay = self.decay ** np.arange(last.shape[1], dtype=np.float32)
         nb = self.neighbors[safe]  # (B, R, M)
-        wt = self.weights[safe] * (decay[None, :, None] * valid[:, :, None])
+        wt = self.weights[safe] * valid[:, :, None]
         match = nb[:, None, :, :] == candidates[:, :, None, None]  # (B, C, R, M)
-        return (match * wt[:, None, :, :]).sum(axis=(2, 3)).astype(np.float32)
+        return (match * wt[:, None, :, :]).sum(axis=3).astype(np.float32)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

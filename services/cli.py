@@ -241,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", type=Path, default=None, help="write the results as JSON")
     evaluate.add_argument("--skip-tags", action="store_true")
     evaluate.add_argument(
+        "--target",
+        choices=["test", "validation"],
+        default=env("target", "test"),
+        help="held-out target: test (last event; the reported numbers) or validation "
+        "(second-to-last, histories = training events only; for choosing model variants)",
+    )
+    evaluate.add_argument(
         "--tag-encoder",
         choices=["fast", "minilm", "all"],
         default=env("tag_encoder", "all"),

@@ -83,6 +83,7 @@ def evaluate(args: argparse.Namespace) -> int:
         tags=not args.skip_tags,
         progress=_progress,
         tag_encoders=["fast", "minilm"] if args.tag_encoder == "all" else [args.tag_encoder],
+        target=args.target,
     )
     print(result.markdown())
     if args.report:

@@ -41,6 +41,24 @@ def test_pair_scores_agree_with_candidate_votes() -> None:
     np.testing.assert_allclose(pair, scores, rtol=1e-5)
 
 
+def test_pair_scores_by_age_split_the_vote_per_history_item() -> None:
+    covis = CoVisitation.fit(_sequences(), num_items=6, window=2, top=5)
+    padded = np.array([[6, 6, 3, 1], [6, 6, 6, 1]])  # right-aligned, 6 = padding
+    candidates = np.array([[2, 4, 0], [2, 4, 0]])
+    by_age = covis.pair_scores_by_age(padded, candidates, pad=6)
+    assert by_age.shape == (2, 3, min(4, covis.recent))  # the history is 4 wide
+    # Age 0 is the newest item (1) alone; age 1 the one before (3); padding slots are 0.
+    for j, c in enumerate(candidates[0]):
+        for age, item in enumerate([1, 3]):
+            hit = covis.weights[item][covis.neighbors[item] == c]
+            assert by_age[0, j, age] == (hit[0] if len(hit) else 0.0)
+    np.testing.assert_array_equal(by_age[1, :, 1:], 0.0)
+    decay = covis.decay ** np.arange(by_age.shape[2])
+    np.testing.assert_allclose(
+        covis.pair_scores(padded, candidates, pad=6), by_age @ decay, rtol=1e-6
+    )
+
+
 def test_fuse_keeps_every_primary_row_when_k_allows_and_stays_distinct() -> None:
     primary = np.array([10, 11, 12, 13])
     secondary = np.array([12, 20, 21])
