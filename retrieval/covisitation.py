@@ -26,6 +26,7 @@ class CoVisitation:
         self.weights = weights  # (N, M) float32, descending per row
         self.recent = recent  # how many of the newest history items vote
         self.decay = decay  # vote weight per step back in the history
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # see _rows_by_id
 
     @classmethod
     def fit(
@@ -116,12 +117,37 @@ class CoVisitation:
         history items (age 0 = the newest; 0 where the slot is padding or the candidate is
         not among that item's neighbours)."""
         last = history[:, -self.recent :][:, ::-1]  # (B, R) newest first
+        b, r = last.shape
+        if candidates.size == 0 or self.neighbors.shape[1] == 0:
+            return np.zeros((b, candidates.shape[1], r), np.float32)
         valid = last != pad
         safe = np.where(valid, last, 0)
-        nb = self.neighbors[safe]  # (B, R, M)
-        wt = self.weights[safe] * valid[:, :, None]
-        match = nb[:, None, :, :] == candidates[:, :, None, None]  # (B, C, R, M)
-        return (match * wt[:, None, :, :]).sum(axis=3).astype(np.float32)
+        by_id, weights_by_id = self._rows_by_id()
+        nb = by_id[safe]  # (B, R, M), each row ascending (-1 = none first)
+        wt = weights_by_id[safe] * valid[:, :, None]
+        # One binary search for every (history item, candidate) pair instead of comparing
+        # each candidate with every neighbour (the (B, C, R, M) comparison cost ~30 % of a
+        # 500-candidate ranking call). Row k of the flattened (B*R, M) table is shifted by
+        # k * stride, so the whole table is one ascending array and a shifted candidate can
+        # only match inside its own row.
+        stride = max(len(self.neighbors), int(candidates.max()) + 1) + 1
+        shift = (np.arange(b * r, dtype=np.int64) * stride).reshape(b, r, 1)
+        keys = (nb + shift).ravel()
+        queries = (candidates.astype(np.int64)[:, None, :] + shift).ravel()  # (B, R, C)
+        at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+        scores = np.where(keys[at] == queries, wt.ravel()[at], 0.0).reshape(b, r, -1)
+        return scores.transpose(0, 2, 1).astype(np.float32)
+
+    def _rows_by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours (and their weights) sorted by item row: computed on first use (the
+        ranker's copy needs it, retrieval's does not), then kept."""
+        if self._by_id is None:
+            order = np.argsort(self.neighbors, axis=1, kind="stable")
+            self._by_id = (
+                np.take_along_axis(self.neighbors, order, axis=1),
+                np.take_along_axis(self.weights, order, axis=1),
+            )
+        return self._by_id
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

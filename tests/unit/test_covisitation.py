@@ -68,3 +68,31 @@ def test_fuse_keeps_every_primary_row_when_k_allows_and_stays_distinct() -> None
     assert list(scores) == sorted(scores, reverse=True)
     rows, _ = fuse(primary, secondary, k=10)
     assert set(rows.tolist()) == {10, 11, 12, 13, 20, 21}
+
+
+def test_pair_scores_by_age_match_a_brute_force_reference() -> None:
+    """Random tables, histories with padding and candidates beyond the table (live items):
+    the binary-search lookup equals comparing every candidate with every neighbour."""
+    rng = np.random.default_rng(7)
+    n, m = 40, 6
+    neighbors = np.full((n, m), -1, np.int64)
+    weights = np.zeros((n, m), np.float32)
+    for i in range(n):
+        k = int(rng.integers(0, m + 1))
+        neighbors[i, :k] = rng.choice(n, k, replace=False)
+        weights[i, :k] = np.sort(rng.random(k).astype(np.float32))[::-1]
+    covis = CoVisitation(neighbors, weights, recent=4)
+    pad = n
+    history = rng.integers(0, n, (5, 7))
+    history[0, :5] = pad  # a short history, right-aligned
+    history[1, :] = pad  # no history at all
+    candidates = rng.integers(0, n + 3, (5, 9))  # n, n+1, n+2: rows past the table
+    expected = np.zeros((5, 9, 4), np.float32)
+    for b in range(5):
+        newest = history[b, -4:][::-1]
+        for j, c in enumerate(candidates[b]):
+            for age, item in enumerate(newest):
+                if item != pad:
+                    hit = neighbors[item] == c
+                    expected[b, j, age] = weights[item][hit].sum()
+    np.testing.assert_allclose(covis.pair_scores_by_age(history, candidates, pad), expected)
