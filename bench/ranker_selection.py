@@ -3,8 +3,8 @@
 For choosing a ranker configuration without looking at the test target (issue 3). Takes a
 version `recserve eval`/`recserve train` left under --artifacts (its retrieval, co-visitation
 and catalogue stay fixed), retrains only the ranker for each variant × seed exactly as
-`recserve train` does (bench/ranking_ablation.py's `retrain_ranker`: examples from each
-user's last training positions, candidates from the retrieval service's own list), writes
+`recserve train` does (`retrain_ranker`, shared with bench/ranking_ablation.py: examples
+from each user's last training positions, candidates from the retrieval service's own list), writes
 it into a copy of the version and evaluates the served pipeline (Retriever top-200 →
 RankingScorer) with the `recserve eval` harness on the chosen target (validation by
 default: histories = training events, targets = each user's second-to-last event). Seed s

@@ -7,7 +7,7 @@ version and evaluates that copy with the `recserve eval` harness (retrieval top-
 ranker, full catalogue). The "served ranker" row is the artifact itself, so it equals the
 evaluation table's row. Prints a markdown table. Not a test.
 
-    .venv/bin/python bench/ranking_ablation.py --dataset movielens \\
+    .venv/bin/python -m bench.ranking_ablation --dataset movielens \\
         --data ../shared/data/movielens-latest-small --artifacts /tmp/ev-movielens
 """
 
@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from bench.ranker_selection import retrain_ranker
 from evaluation.harness import (
     RANKING_ROW,
     RETRIEVAL_ROW,
@@ -30,15 +28,11 @@ from evaluation.harness import (
     evaluate_served_pipeline,
 )
 from evaluation.report import trained_version
-from pipeline.train import TrainingConfig, _ranking_data
-from ranking.scorer import save_ranker
-from ranking.train import RankerTrainConfig, train_ranker
+from pipeline.train import TrainingConfig
 from recdata.items import ItemTable
 from recdata.loaders import load_dataset
 from recdata.schema import Dataset
-from recdata.split import LeaveLastOutSplit, UserSequences, leave_last_out, user_sequences
-from retrieval.covisitation import CoVisitation
-from retrieval.retriever import Retriever
+from recdata.split import leave_last_out, user_sequences
 
 VARIANTS = {
     "served ranker": None,  # the artifact as trained
@@ -47,37 +41,6 @@ VARIANTS = {
     "without tags (embedding + tag affinity)": {"use_tags": False},
     "without hard negatives (random only)": {"hard_negatives": 0, "random_negatives": 10},
 }
-
-
-def retrain_ranker(
-    version_dir: Path,
-    split: LeaveLastOutSplit,
-    items: ItemTable,
-    config: TrainingConfig,
-    ranker: RankerTrainConfig,
-    out_dir: Path,
-) -> Path:
-    """A copy of `version_dir` whose ranker is retrained with `ranker`, as train_all
-    trains it: examples from each user's last positions, candidates from a retriever whose
-    co-visitation saw only the positions retrieval trained on."""
-    held = config.ranker.examples_per_user
-    retrieval_train = UserSequences(
-        split.train.user_ids,
-        [s[:-held] if len(s) > held + 1 else s for s in split.train.sequences],
-    )
-    retriever = Retriever.load(version_dir, device="cpu")
-    retriever.covisitation = CoVisitation.fit(retrieval_train, len(items))
-    rng = np.random.default_rng(config.two_tower.seed)
-    examples, validation = _ranking_data(split, retriever, ranker, rng)
-    model, _ = train_ranker(
-        examples, validation, items, ranker, covisitation=retriever.covisitation
-    )
-    copy = out_dir / version_dir.name
-    shutil.copytree(version_dir, copy)
-    served_covisitation = CoVisitation.load(version_dir / "ranking")
-    shutil.rmtree(copy / "ranking")
-    save_ranker(copy / "ranking", model, served_covisitation)
-    return copy
 
 
 def main() -> int:
@@ -109,8 +72,14 @@ def main() -> int:
             evaluated = version_dir
             if changes is not None:
                 ranker = dataclasses.replace(config.ranker, **changes)
-                evaluated = retrain_ranker(
-                    version_dir, split, items, config, ranker, Path(scratch) / name[:20]
+                evaluated, _ = retrain_ranker(
+                    version_dir,
+                    split,
+                    items,
+                    config,
+                    ranker,
+                    Path(scratch) / name[:20],
+                    seed=config.two_tower.seed,
                 )
             report = EvaluationReport(len(eval_set.targets), int(eval_set.cold_targets.sum()))
             evaluate_served_pipeline(evaluated, eval_set, report, lambda _: None)
