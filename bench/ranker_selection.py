@@ -38,15 +38,23 @@ from evaluation.harness import (
     EvaluationSet,
     evaluate_served_pipeline,
 )
-from pipeline.train import TrainingConfig, _ranking_data, train_all
+from pipeline.train import (
+    TrainingConfig,
+    _ranking_data,
+    candidate_retriever,
+    retrieval_training_events,
+    train_all,
+)
 from ranking.features import DENSE_FEATURES
 from ranking.scorer import save_ranker
 from ranking.train import RankerTrainConfig, train_ranker
 from recdata.artifacts import resolve
 from recdata.items import ItemTable
-from recdata.split import LeaveLastOutSplit, UserSequences, leave_last_out, user_sequences
+from recdata.split import LeaveLastOutSplit, leave_last_out, user_sequences
 from retrieval.covisitation import CoVisitation
+from retrieval.index import ItemIndex, build_index
 from retrieval.retriever import Retriever
+from retrieval.train import item_embeddings, train_two_tower
 
 # Each variant spells out every knob issue 3 compared, so a name means the same whatever
 # the current defaults are. TrainingConfig fields: covisitation_neighbours (both
@@ -91,14 +99,25 @@ def retrain_ranker(
 ) -> tuple[Path, dict[str, float]]:
     """A copy of `version_dir` with the ranker retrained as train_all trains it (and, with
     `covisitation_neighbours`, both co-visitation tables refitted that wide)."""
-    held = config.ranker.examples_per_user  # what the fixed retrieval model held out
-    retrieval_train = UserSequences(
-        split.train.user_ids,
-        [s[:-held] if len(s) > held + 1 else s for s in split.train.sequences],
+    retrieval_train = retrieval_training_events(split, config)
+    served = Retriever.load(version_dir, device="cpu")
+    two_tower, item_index = served.model, served.index
+    trained_with = json.loads((version_dir / "manifest.json").read_text())
+    if trained_with.get("training_config", {}).get("retrieval_on_all_events", False):
+        # The stored two-tower saw every training event; train_all built the ranker's data
+        # with one that held out the ranker's positions (same seed): so does this.
+        two_tower = train_two_tower(retrieval_train, items, config.two_tower)
+        embeddings = item_embeddings(two_tower, items)
+        item_index = ItemIndex(
+            build_index(embeddings, "flat"),
+            embeddings,
+            items.categories,
+            len(items.category_names),
+        )
+    retriever = candidate_retriever(
+        items, two_tower, item_index, retrieval_train, config, covisitation_neighbours
     )
-    retriever = Retriever.load(version_dir, device="cpu")
     top = covisitation_neighbours or config.covisitation_neighbours
-    retriever.covisitation = CoVisitation.fit(retrieval_train, len(items), top=top)
     rng = np.random.default_rng(seed)
     examples, validation = _ranking_data(split, retriever, ranker, rng)
     model, fit = train_ranker(

@@ -36,6 +36,9 @@ from recdata.split import leave_last_out, user_sequences
 
 VARIANTS = {
     "served ranker": None,  # the artifact as trained
+    # The same configuration retrained by this script: how far a retrain alone moves the
+    # numbers (the other rows differ from this one by one switch).
+    "served configuration, retrained here": {},
     "without DCN cross layers (MLP only)": {"cross_layers": 0},
     "without target attention (mean of history)": {"use_attention": False},
     "without tags (embedding + tag affinity)": {"use_tags": False},

@@ -194,10 +194,7 @@ def train_all(
     # model that never saw them; otherwise its retrieval-score feature is inflated by
     # memorisation in training and misleads it at serving time. The model served is then
     # retrained on every training event (retrieval_on_all_events, below).
-    held = config.ranker.examples_per_user
-    retrieval_train = UserSequences(
-        split.train.user_ids, [s[:-held] if len(s) > held + 1 else s for s in split.train.sequences]
-    )
+    retrieval_train = retrieval_training_events(split, config)
     two_tower = train_two_tower(retrieval_train, items, config.two_tower, progress=progress)
 
     def build_index(model: TwoTower) -> tuple[np.ndarray, Any, Any, ItemIndex]:
@@ -220,11 +217,8 @@ def train_all(
     embeddings, index, index_quality, item_index = build_index(two_tower)
     # The ranker's training candidates and features come from co-visitation over the same
     # positions retrieval trained on; the served table uses every training event.
-    top = config.covisitation_neighbours
-    covisitation = CoVisitation.fit(split.train, len(items), top=top)
-    retriever = Retriever(
-        items, two_tower, item_index, CoVisitation.fit(retrieval_train, len(items), top=top)
-    )
+    covisitation = CoVisitation.fit(split.train, len(items), top=config.covisitation_neighbours)
+    retriever = candidate_retriever(items, two_tower, item_index, retrieval_train, config)
     done()
 
     rng = np.random.default_rng(config.two_tower.seed)
@@ -331,6 +325,33 @@ def _publish(
     publish(artifact_root, version)
     progress(f"published {version_dir}")
     return version_dir
+
+
+def retrieval_training_events(split: LeaveLastOutSplit, config: TrainingConfig) -> UserSequences:
+    """What the retrieval model behind the ranker's training data learns from: the training
+    events minus each user's last `examples_per_user` positions, which the ranker learns
+    from (scored by a model that saw them, the retrieval-score feature would be inflated by
+    memorisation and mislead the ranker at serving time)."""
+    held = config.ranker.examples_per_user
+    return UserSequences(
+        split.train.user_ids, [s[:-held] if len(s) > held + 1 else s for s in split.train.sequences]
+    )
+
+
+def candidate_retriever(
+    items: ItemTable,
+    two_tower: TwoTower,
+    item_index: ItemIndex,
+    retrieval_train: UserSequences,
+    config: TrainingConfig,
+    covisitation_neighbours: int | None = None,
+) -> Retriever:
+    """The retriever whose candidates and co-visitation the ranker trains on: co-visitation
+    over the same events as `two_tower` (`covisitation_neighbours` overrides the width)."""
+    top = covisitation_neighbours or config.covisitation_neighbours
+    return Retriever(
+        items, two_tower, item_index, CoVisitation.fit(retrieval_train, len(items), top=top)
+    )
 
 
 def _ranking_data(
