@@ -106,8 +106,9 @@ def compiled_client(
 ) -> dict[str, float] | None:
     """Latency of `calls` calls of `method` (e.g. "/recsys.v1.RetrievalService/Retrieve")
     from the compiled load client (bench/loadclient, `make loadclient`): p50_ms, p90_ms,
-    p99_ms, rps. None when the client is not built. A Python client spends a few hundred
-    microseconds of CPU per call itself, which a backend's compiled stub does not."""
+    p99_ms, rps, and errors / codes for failed calls. None when the client is not built.
+    A Python client spends a few hundred microseconds of CPU per call itself, which a
+    backend's compiled stub does not."""
     if not LOADCLIENT.exists():
         return None
     with tempfile.NamedTemporaryFile(suffix=".bin") as requests_file:
@@ -188,6 +189,8 @@ def overhead_at_concurrency_1(
         if compiled:
             result = compiled_client(port, method, messages, calls, warmup=5)
             assert result is not None
+            if result["errors"]:
+                raise RuntimeError(f"{result['errors']} of {calls} calls failed: {result}")
             service_p50s.append(result["p50_ms"])
         else:
             service_p50s.append(blocking_client(port, method, messages, calls, response_type))

@@ -52,9 +52,9 @@ from recdata.artifacts import resolve
 from recdata.items import ItemTable
 from recdata.split import LeaveLastOutSplit, leave_last_out, user_sequences
 from retrieval.covisitation import CoVisitation
-from retrieval.index import ItemIndex, build_index
+from retrieval.index import ItemIndex, build_index, index_config
 from retrieval.retriever import Retriever
-from retrieval.train import item_embeddings, train_two_tower
+from retrieval.train import TwoTowerTrainConfig, item_embeddings, train_two_tower
 
 # Each variant spells out every knob issue 3 compared, so a name means the same whatever
 # the current defaults are. TrainingConfig fields: covisitation_neighbours (both
@@ -99,25 +99,28 @@ def retrain_ranker(
 ) -> tuple[Path, dict[str, float]]:
     """A copy of `version_dir` with the ranker retrained as train_all trains it (and, with
     `covisitation_neighbours`, both co-visitation tables refitted that wide)."""
+    # What the version itself was trained with (not today's defaults for the data set): the
+    # co-visitation width, the two-tower settings and whether the served two-tower saw
+    # every training event. Older manifests predate the last two keys.
+    trained = json.loads((version_dir / "manifest.json").read_text())["training_config"]
+    top = covisitation_neighbours or trained.get("covisitation_neighbours", 100)
     retrieval_train = retrieval_training_events(split, config)
     served = Retriever.load(version_dir, device="cpu")
     two_tower, item_index = served.model, served.index
-    trained_with = json.loads((version_dir / "manifest.json").read_text())
-    if trained_with.get("training_config", {}).get("retrieval_on_all_events", False):
+    if trained.get("retrieval_on_all_events", False):
         # The stored two-tower saw every training event; train_all built the ranker's data
-        # with one that held out the ranker's positions (same seed): so does this.
-        two_tower = train_two_tower(retrieval_train, items, config.two_tower)
+        # with one that held out the ranker's positions (same settings and seed): so does
+        # this, with the served index's kind and parameters.
+        two_tower_config = TwoTowerTrainConfig(**trained["two_tower"])
+        two_tower = train_two_tower(retrieval_train, items, two_tower_config)
         embeddings = item_embeddings(two_tower, items)
         item_index = ItemIndex(
-            build_index(embeddings, "flat"),
+            build_index(embeddings, index_config(served.index.index)),
             embeddings,
             items.categories,
             len(items.category_names),
         )
-    retriever = candidate_retriever(
-        items, two_tower, item_index, retrieval_train, config, covisitation_neighbours
-    )
-    top = covisitation_neighbours or config.covisitation_neighbours
+    retriever = candidate_retriever(items, two_tower, item_index, retrieval_train, config, top)
     rng = np.random.default_rng(seed)
     examples, validation = _ranking_data(split, retriever, ranker, rng)
     model, fit = train_ranker(
@@ -168,14 +171,6 @@ def main() -> int:
     if args.retrain_all:
         return retrain_all(dataset, config, args)
     version_dir = resolve(args.artifacts)
-    trained = json.loads((version_dir / "manifest.json").read_text())["training_config"]
-    if trained.get("retrieval_on_all_events"):
-        # Only the served two-tower (every training event) is stored, not the copy that
-        # held out the ranker's positions: its scores on them are inflated by memorisation.
-        print(
-            "warning: this version's two-tower saw the ranker's training positions; "
-            "ranker-only retraining differs from recserve train (use --retrain-all)"
-        )
     items = ItemTable.load(version_dir / "items")
     split = leave_last_out(user_sequences(dataset.interactions, items))
     eval_set = EvaluationSet.from_split(split, items.popularity, target=args.target)

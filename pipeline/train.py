@@ -2,9 +2,9 @@
 
 Order matters: tags first (ranking uses catalogue tags as features), then the two-tower
 model and its FAISS index, then the ranker, whose hard negatives are retrieval's own
-candidates, then (TrainingConfig.retrieval_on_all_events, on by default) the served two-tower
-model again on every training event. Each model's held-out metric and its trivial baseline
-go into the manifest.
+candidates, then (TrainingConfig.retrieval_on_all_events; on for MovieLens, see
+TrainingConfig.for_dataset) the served two-tower model again on every training event.
+Each model's held-out metric and its trivial baseline go into the manifest.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class TrainingConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     max_eval_users: int = 5000
     # Neighbours kept per item in the co-visitation table (retrieval's second source and the
-    # ranker's co-visitation features); memory is items × neighbours × 8 bytes per copy.
+    # ranker's co-visitation features); memory is items × neighbours × 12 bytes (int64 rows,
+    # float32 weights) per copy, and the ranker's copy keeps a row-sorted second one.
     covisitation_neighbours: int = 100
     # Retrain the two-tower model on every training event for serving, after the ranker has
     # learned from a copy that held out each user's last positions (twice the retrieval

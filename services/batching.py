@@ -20,8 +20,8 @@ deadline.
 
 Lone requests (`inline_when_idle`): when nothing is running or waiting and no concurrency
 was seen in the last `concurrency_hold_ms`, a request is computed on the event-loop thread
-itself instead of the executor. The executor round trip (two thread wake-ups, ~0.1-0.2 ms
-on the development machine, docs/benchmarks.md) is most of a lone call's service overhead.
+itself instead of the executor. The executor round trip (two thread wake-ups, 0.1-0.6 ms
+on the development VM, docs/benchmarks.md) is most of a lone call's service overhead.
 The loop is blocked for that one model call. Calls that arrived meanwhile show up within
 a loop iteration or two after it (grpc.aio gives each received call a new task): seeing
 one is evidence of concurrency, and every call then takes the batched executor path for
@@ -115,6 +115,8 @@ class MicroBatcher(Generic[Req, Resp]):
         self.inline_when_idle = inline_when_idle
         self._concurrency_hold = concurrency_hold_ms / 1e3
         self._inline_active = False
+        self._inline_idle = asyncio.Event()  # clear while an inline call runs (close waits)
+        self._inline_idle.set()
         self._batched_until = 0.0  # loop time before which lone requests still batch
 
     @property
@@ -162,12 +164,16 @@ class MicroBatcher(Generic[Req, Resp]):
     async def _run_inline(self, item: Req) -> Resp:
         """`item` alone, computed on the loop thread (see the module docstring)."""
         self._inline_active = True
+        self._inline_idle.clear()
         try:
             if self._on_batch is not None:
                 with contextlib.suppress(Exception):  # metrics must never break serving
                     self._on_batch(1)
             tasks_before = asyncio.all_tasks()
-            result = self._batch_fn([item])[0]
+            results = self._batch_fn([item])
+            if len(results) != 1:
+                raise RuntimeError(f"batch_fn returned {len(results)} results for 1")
+            result = results[0]
             # Calls that arrived while the loop was blocked: grpc.aio hands each to a new
             # task within a loop iteration or two. Seeing one (or a call reaching submit()
             # meanwhile) is the evidence of concurrency that switches to batches.
@@ -177,14 +183,17 @@ class MicroBatcher(Generic[Req, Resp]):
                 self._batched_until = asyncio.get_running_loop().time() + self._concurrency_hold
         finally:
             self._inline_active = False
+            self._inline_idle.set()
         if isinstance(result, BaseException):
             raise result
         return result
 
     async def close(self) -> None:
-        """Stop taking requests, dispatch everything still waiting, wait for every batch."""
+        """Stop taking requests, dispatch everything still waiting, wait for every batch
+        (and for a call being computed inline)."""
         self._closing = True
         self._changed.set()
+        await self._inline_idle.wait()
         if self._dispatcher is not None:
             await self._dispatcher
         if self._running:

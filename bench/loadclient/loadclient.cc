@@ -9,6 +9,9 @@
 // Requests file: records of a 4-byte little-endian length followed by that many bytes of a
 // serialized request message (bench/common.py writes it); calls cycle through them.
 //
+// Exit status: 0 when at least one call succeeded (failed calls are counted in the JSON),
+// 1 when none did or the target cannot be reached, 2 for bad arguments.
+//
 // Build: make loadclient (needs Debian's libgrpc++-dev and pkg-config).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -16,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -123,9 +127,17 @@ grpc::StatusCode Call(grpc::GenericStub& stub, grpc::CompletionQueue& queue,
   return status.error_code();
 }
 
+// Nearest-rank percentile of sorted samples (p99 of 100 calls is the 99th, not the max).
 double Percentile(const std::vector<double>& sorted, double q) {
-  size_t index = std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()));
-  return sorted[index];
+  size_t rank = static_cast<size_t>(std::ceil(q * sorted.size()));
+  return sorted[std::min(sorted.size(), std::max<size_t>(rank, 1)) - 1];
+}
+
+// The median as statistics.median computes it (the mean of the two middle samples when
+// their number is even), so it compares like for like with the Python side.
+double Median(const std::vector<double>& sorted) {
+  size_t n = sorted.size();
+  return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0;
 }
 
 }  // namespace
@@ -203,7 +215,7 @@ int main(int argc, char** argv) {
       "{\"calls\": %ld, \"ok\": %zu, \"errors\": %ld, \"codes\": {%s}, \"concurrency\": %d, "
       "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"rps\": %.1f}\n",
       options.calls, latencies_ms.size(), errors, code_json.c_str(), options.concurrency,
-      Percentile(latencies_ms, 0.5), Percentile(latencies_ms, 0.9),
+      Median(latencies_ms), Percentile(latencies_ms, 0.9),
       Percentile(latencies_ms, 0.99), latencies_ms.size() / elapsed.count());
-  return errors == 0 ? 0 : 1;
+  return 0;  // failed calls are in "errors" and "codes": shedding is a result too
 }

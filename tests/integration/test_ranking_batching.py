@@ -82,7 +82,9 @@ def test_concurrent_calls_equal_the_unbatched_answers(batched: Cluster, artifact
     responses = asyncio.run(_call_all(batched.address("ranking"), requests))
     batches, members = (a - b for a, b in zip(_batches_observed(), before, strict=True))
     assert members == len(requests)
-    assert batches < len(requests)  # at least one forward served several calls
+    # Batches, not a string of lone calls: with inline lone calls on, calls that queue
+    # behind an inline one must switch to the batched path (services/batching.py).
+    assert batches <= len(requests) // 2
     for request, response in zip(requests, responses, strict=True):
         assert isinstance(response, ranking_pb2.RankResponse), response
         scores = (

@@ -147,6 +147,27 @@ def test_calls_arriving_during_an_inline_call_switch_to_batches() -> None:
     run(body)
 
 
+def test_close_waits_for_a_call_computed_inline() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        batcher = MicroBatcher(ThreadRecorder(), pool, inline_when_idle=True)
+        call = asyncio.create_task(batcher.submit("a"))
+        closing = asyncio.create_task(batcher.close())  # runs while "a" settles
+        await closing
+        assert call.done() and call.result() == "done:a"
+
+    run(body)
+
+
+def test_an_inline_batch_fn_with_the_wrong_result_count_fails_clearly() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        batcher = MicroBatcher(lambda items: [], pool, inline_when_idle=True)
+        with pytest.raises(RuntimeError, match="0 results for 1"):
+            await batcher.submit("a")
+        await batcher.close()
+
+    run(body)
+
+
 def test_inline_calls_resume_once_the_hold_period_is_over() -> None:
     async def body(pool: ThreadPoolExecutor) -> None:
         recorder = ThreadRecorder()
