@@ -95,6 +95,15 @@ async def drive(
 
 LOADCLIENT = ROOT / "build" / "loadclient"
 
+# The retrieval and ranking service configurations the serving benchmarks compare: batching
+# off, on (the default: lone calls computed on the event loop), and on with every call
+# through the executor.
+BATCHING_MODES = {
+    "off": ["--batching", "off"],
+    "on": ["--batching", "on"],
+    "on, no inline": ["--batching", "on", "--inline-lone-calls", "off"],
+}
+
 
 def compiled_client(
     port: int,

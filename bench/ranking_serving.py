@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from grpc import aio
 
-from bench.common import drive, overhead_at_concurrency_1, percentiles, start_service
+from bench.common import (
+    BATCHING_MODES,
+    drive,
+    overhead_at_concurrency_1,
+    percentiles,
+    start_service,
+)
 from ranking.scorer import RankingScorer, RankQuery
 from recdata.artifacts import resolve
 from recdata.feature_store import UserHistoryStore
@@ -37,17 +43,9 @@ from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 from retrieval.retriever import Retriever
 from services.executor import set_compute_threads
 
-# Service configurations: batching off, on (the default: lone calls computed on the event
-# loop), and on with every call through the executor.
-MODES = {
-    "off": ["--batching", "off"],
-    "on": ["--batching", "on"],
-    "on, no inline": ["--batching", "on", "--inline-lone-calls", "off"],
-}
-
 
 def start_ranking(version_dir: Path, mode: str, threads: int, workers: int) -> tuple:
-    flags = [*MODES[mode], "--threads", str(threads), "--workers", str(workers)]
+    flags = [*BATCHING_MODES[mode], "--threads", str(threads), "--workers", str(workers)]
     return start_service("ranking", version_dir, *flags, "--device", "cpu", timeout=180)
 
 
@@ -135,7 +133,9 @@ def main() -> int:
     parser.add_argument("--artifacts", default="artifacts")
     parser.add_argument("--candidates", type=int, nargs="+", default=[200, 500])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--batching", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument(
+        "--batching", nargs="+", default=list(BATCHING_MODES), choices=list(BATCHING_MODES)
+    )
     parser.add_argument("--requests", type=int, default=600, help="per service cell")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     parser.add_argument("--workers", type=int, default=2, help="service model threads")

@@ -35,7 +35,7 @@ os.environ.setdefault("OPENBLAS_CORETYPE", openblas_coretype_for_cpu() or "")
 import numpy as np
 from grpc import aio
 
-from bench.common import drive, median_ms, overhead_at_concurrency_1, start_service
+from bench.common import BATCHING_MODES, drive, median_ms, overhead_at_concurrency_1, start_service
 from recdata.artifacts import publish, resolve, write_manifest
 from recdata.items import ItemTable
 from recdata.split import leave_last_out, popularity_counts, user_sequences
@@ -163,15 +163,6 @@ def retrieve_requests(histories: list[np.ndarray], k: int) -> list[RetrieveReque
     ]
 
 
-# Service configurations compared: batching off, on (the default: lone calls computed on
-# the event loop), and on with every call through the executor.
-MODES = {
-    "off": ["--batching", "off"],
-    "on": ["--batching", "on"],
-    "on, no inline": ["--batching", "on", "--inline-lone-calls", "off"],
-}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -226,7 +217,7 @@ def main() -> int:
         overheads = {}
         print("| batching | concurrency | p50 ms | p99 ms | requests/s |")
         print("|---|---|---|---|---|")
-        for mode, flags in MODES.items():
+        for mode, flags in BATCHING_MODES.items():
             port, proc = start_service("retrieval", version_dir, *flags, timeout=600)
             try:
                 overheads[mode] = overhead_at_concurrency_1(
