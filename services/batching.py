@@ -23,8 +23,9 @@ was seen in the last `concurrency_hold_ms`, a request is computed on the event-l
 itself instead of the executor. The executor round trip (two thread wake-ups, 0.1-0.6 ms
 on the development VM, docs/benchmarks.md) is most of a lone call's service overhead.
 The loop is blocked for that one model call. Calls that arrived meanwhile show up within
-a loop iteration or two after it (grpc.aio gives each received call a new task): seeing
-one is evidence of concurrency, and every call then takes the batched executor path for
+a loop iteration or two after it (grpc.aio gives each received call a new task), so the
+batcher stays busy for those iterations after handing the caller its result: seeing such
+a call is evidence of concurrency, and every call then takes the batched executor path for
 the hold period, so under load batching works as without this option (checked by
 tests/integration/test_ranking_batching.py, where 48 calls arrive at once).
 
@@ -89,12 +90,14 @@ class MicroBatcher(Generic[Req, Resp]):
         on_batch: Callable[[int], None] | None = None,
         inline_when_idle: bool = False,
         concurrency_hold_ms: float = 100.0,
+        on_inline: Callable[[], None] | None = None,
     ) -> None:
         """`batch_fn` runs in `executor` (torch and FAISS release the GIL) and returns one
         result per item, in order; an exception *instance* in a slot fails that item only.
         `max_concurrent` batches run at once (match the executor's workers). `on_batch` is
         called with each batch's size when it is dispatched (a metrics hook).
-        `inline_when_idle` computes lone requests on the loop thread (module docstring)."""
+        `inline_when_idle` computes lone requests on the loop thread (module docstring);
+        `on_inline` is called for each of them (a metrics hook)."""
         if max_batch < 1 or max_queue < 1 or max_concurrent < 1:
             raise ValueError("max_batch, max_queue and max_concurrent must be >= 1")
         if max_wait_ms < 0 or deadline_margin_ms < 0:
@@ -107,6 +110,7 @@ class MicroBatcher(Generic[Req, Resp]):
         self._max_wait = max_wait_ms / 1e3
         self._margin = deadline_margin_ms / 1e3
         self._on_batch = on_batch
+        self._on_inline = on_inline
         self._waiting: deque[_Waiting[Req, Resp]] = deque()
         self._running: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -123,6 +127,11 @@ class MicroBatcher(Generic[Req, Resp]):
     def queued(self) -> int:
         """Requests waiting for a batch (not yet dispatched)."""
         return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing computing, settling after an inline call, or waiting."""
+        return not (self._inline_active or self._running or self._waiting)
 
     @property
     def running(self) -> int:
@@ -142,8 +151,7 @@ class MicroBatcher(Generic[Req, Resp]):
             raise Overloaded(f"{len(self._waiting)} requests already waiting for a batch")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        busy = self._inline_active or bool(self._running) or bool(self._waiting)
-        if busy:
+        if not self.idle:
             self._batched_until = now + self._concurrency_hold
         elif self.inline_when_idle and now >= self._batched_until:
             return await self._run_inline(item)
@@ -165,28 +173,39 @@ class MicroBatcher(Generic[Req, Resp]):
         """`item` alone, computed on the loop thread (see the module docstring)."""
         self._inline_active = True
         self._inline_idle.clear()
+        tasks_before = asyncio.all_tasks()
         try:
-            if self._on_batch is not None:
-                with contextlib.suppress(Exception):  # metrics must never break serving
+            with contextlib.suppress(Exception):  # metrics must never break serving
+                if self._on_batch is not None:
                     self._on_batch(1)
-            tasks_before = asyncio.all_tasks()
+                if self._on_inline is not None:
+                    self._on_inline()
             results = self._batch_fn([item])
             if len(results) != 1:
                 raise RuntimeError(f"batch_fn returned {len(results)} results for 1")
             result = results[0]
-            # Calls that arrived while the loop was blocked: grpc.aio hands each to a new
-            # task within a loop iteration or two. Seeing one (or a call reaching submit()
-            # meanwhile) is the evidence of concurrency that switches to batches.
-            for _ in range(_SETTLE_ITERATIONS):
-                await asyncio.sleep(0)
-            if asyncio.all_tasks() - tasks_before:
-                self._batched_until = asyncio.get_running_loop().time() + self._concurrency_hold
         finally:
-            self._inline_active = False
-            self._inline_idle.set()
+            # The caller gets its result now; the batcher stays busy for a few more loop
+            # iterations so that calls which arrived while the loop was blocked see it busy.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._settle, tasks_before, _SETTLE_ITERATIONS - 1)
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _settle(self, tasks_before: set[asyncio.Task], iterations_left: int) -> None:
+        """Ends an inline call, `_SETTLE_ITERATIONS` loop iterations after its model call.
+        Calls that arrived while the loop was blocked: grpc.aio hands each to a new task
+        within an iteration or two. Seeing one (or a call reaching submit() meanwhile) is
+        the evidence of concurrency that switches to batches."""
+        loop = asyncio.get_running_loop()
+        if iterations_left > 0:
+            loop.call_soon(self._settle, tasks_before, iterations_left - 1)
+            return
+        if asyncio.all_tasks() - tasks_before:
+            self._batched_until = loop.time() + self._concurrency_hold
+        self._inline_active = False
+        self._inline_idle.set()
 
     async def close(self) -> None:
         """Stop taking requests, dispatch everything still waiting, wait for every batch

@@ -44,6 +44,11 @@ BATCH_SIZE = Histogram(
     ["service"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+INLINE_CALLS = Counter(
+    "recserve_inline_calls_total",
+    "Lone requests computed on the event-loop thread, skipping the executor (--inline-lone-calls)",
+    ["service"],
+)
 MODEL_INFO = Gauge(
     "recserve_model_info", "Loaded model version (value is always 1)", ["service", "version"]
 )
@@ -74,21 +79,29 @@ class MetricsInterceptor(aio.ServerInterceptor):
 
     def __init__(self, service: str) -> None:
         self._service = service
+        # One instrumented handler per method, built on its first call: the per-call path
+        # is then a dict lookup (handlers never change once the server started).
+        self._instrumented: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        full_method = handler_call_details.method
+        instrumented = self._instrumented.get(full_method)
+        if instrumented is not None:
+            return instrumented
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
+        instrumented = grpc.unary_unary_rpc_method_handler(
+            self._wrap(full_method.rsplit("/", 1)[-1], handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._instrumented[full_method] = instrumented
+        return instrumented
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         service = self._service

@@ -33,7 +33,7 @@ from services.batching import MicroBatcher, deadline_from_remaining
 from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, InvalidArgument, NotFound, NotReady, grpc_errors
 from services.executor import ModelExecutor
-from services.metrics import BATCH_SIZE, STAGE_LATENCY
+from services.metrics import BATCH_SIZE, INLINE_CALLS, STAGE_LATENCY
 
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 
@@ -94,6 +94,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                 max_concurrent=config.workers,
                 on_batch=BATCH_SIZE.labels("ranking").observe,
                 inline_when_idle=config.inline_lone_calls,
+                on_inline=INLINE_CALLS.labels("ranking").inc,
             )
 
     @property

@@ -33,7 +33,7 @@ from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, LimitReached, NotReady, grpc_errors
 from services.executor import ModelExecutor
 from services.logs import log_fields
-from services.metrics import BATCH_SIZE, STAGE_LATENCY
+from services.metrics import BATCH_SIZE, INLINE_CALLS, STAGE_LATENCY
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
                 max_concurrent=config.workers,
                 on_batch=BATCH_SIZE.labels("retrieval").observe,
                 inline_when_idle=config.inline_lone_calls,
+                on_inline=INLINE_CALLS.labels("retrieval").inc,
             )
 
     @property

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc import aio
+from prometheus_client import REGISTRY
 
 from ranking.scorer import RankingScorer
 from recdata.artifacts import resolve
@@ -73,6 +74,10 @@ def _batches_observed() -> tuple[float, float]:
     return samples.get("_count", 0.0), samples.get("_sum", 0.0)
 
 
+def _inline_calls() -> float:
+    return REGISTRY.get_sample_value("recserve_inline_calls_total", {"service": "ranking"}) or 0.0
+
+
 def test_concurrent_calls_equal_the_unbatched_answers(batched: Cluster, artifacts: Path) -> None:
     requests = _requests(artifacts, 48)
     scorer = RankingScorer.load(resolve(artifacts))
@@ -98,6 +103,24 @@ def test_concurrent_calls_equal_the_unbatched_answers(batched: Cluster, artifact
         )
         assert list(response.item_ids) == alone.item_ids.tolist()
         np.testing.assert_allclose(response.scores, alone.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_calls_one_at_a_time_are_computed_inline(artifacts: Path) -> None:
+    # A fresh server: no concurrency seen yet, so nothing holds it in batch mode.
+    cluster = Cluster()
+    cluster.start("ranking", RankingApp(RankingConfig(artifacts, batching=True, device="cpu")))
+    try:
+        before = _inline_calls()
+        with grpc.insecure_channel(cluster.address("ranking")) as channel:
+            stub = ranking_pb2_grpc.RankingServiceStub(channel)
+            for request in _requests(artifacts, 20):
+                assert stub.Rank(request, timeout=30).item_ids
+        # Each call arrives after the previous one answered: every one skips the executor
+        # (the settle after an inline call must not mistake the call's own wrap-up for
+        # concurrency).
+        assert _inline_calls() - before == 20
+    finally:
+        cluster.close()
 
 
 def test_bad_requests_in_a_batch_fail_alone(batched: Cluster, artifacts: Path) -> None:

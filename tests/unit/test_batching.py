@@ -112,15 +112,28 @@ def test_inline_when_idle_computes_a_lone_request_on_the_loop_thread() -> None:
     async def body(pool: ThreadPoolExecutor) -> None:
         recorder = ThreadRecorder()
         sizes: list[int] = []
-        batcher = MicroBatcher(recorder, pool, inline_when_idle=True, on_batch=sizes.append)
+        inline: list[str] = []
+        batcher = MicroBatcher(
+            recorder,
+            pool,
+            inline_when_idle=True,
+            on_batch=sizes.append,
+            on_inline=lambda: inline.append("x"),
+        )
         assert await batcher.submit("a") == "done:a"
+        # The result comes back before the batcher settles (a few loop iterations later).
+        assert not batcher.idle
+        await until(lambda: batcher.idle)
         assert await batcher.submit("b") == "done:b"
+        await until(lambda: batcher.idle)
         assert recorder.calls == [["a"], ["b"]]
         assert recorder.threads == [threading.get_ident()] * 2  # no executor round trip
-        assert sizes == [1, 1]
+        assert sizes == [1, 1] and len(inline) == 2
         with pytest.raises(ValueError, match="bad item"):
             await batcher.submit("bad")
+        await until(lambda: batcher.idle)
         assert await batcher.submit("c") == "done:c"  # a failed inline call leaves it idle
+        assert recorder.threads[-1] == threading.get_ident()
         await batcher.close()
 
     run(body)
@@ -142,6 +155,19 @@ def test_calls_arriving_during_an_inline_call_switch_to_batches() -> None:
         # Within the hold period a lone call still takes the executor path.
         assert await batcher.submit("c") == "done:c"
         assert recorder.threads[2] != loop_thread
+        await batcher.close()
+
+    run(body)
+
+
+def test_a_call_arriving_while_an_inline_call_settles_takes_the_batched_path() -> None:
+    async def body(pool: ThreadPoolExecutor) -> None:
+        recorder = ThreadRecorder()
+        batcher = MicroBatcher(recorder, pool, inline_when_idle=True, concurrency_hold_ms=3_600_000)
+        assert await batcher.submit("a") == "done:a"
+        assert await batcher.submit("b") == "done:b"  # before "a" settled: concurrency
+        assert recorder.threads[0] == threading.get_ident()
+        assert recorder.threads[1] != threading.get_ident()
         await batcher.close()
 
     run(body)
