@@ -45,15 +45,24 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def wait_until_serving(port: int, timeout: float) -> None:
+def wait_until_serving(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Polls the health service until SERVING; fails at once if `proc` exits first (its
+    log, on stderr, says why) and after `timeout` seconds otherwise."""
+    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
-        )
-        for update in stream:
-            if update.status == health_pb2.HealthCheckResponse.SERVING:
-                stream.cancel()
-                break
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the service exited ({proc.returncode}) before SERVING")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass  # not listening yet, or still loading
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"port {port} not SERVING after {timeout:.0f} s")
+            time.sleep(0.2)  # polling a process start-up, not timing anything
 
 
 def start_service(
@@ -63,7 +72,11 @@ def start_service(
     port = port or free_port()
     cmd = serve_command(name, version_dir, port, -1, "--log-level", "warning", *flags)
     proc = subprocess.Popen(cmd, cwd=ROOT)
-    wait_until_serving(port, timeout)
+    try:
+        wait_until_serving(port, timeout, proc)
+    except BaseException:
+        proc.kill()
+        raise
     return port, proc
 
 
@@ -112,12 +125,15 @@ def compiled_client(
     calls: int,
     concurrency: int = 1,
     warmup: int = 50,
+    busy_poll: bool = False,
 ) -> dict[str, float] | None:
     """Latency of `calls` calls of `method` (e.g. "/recsys.v1.RetrievalService/Retrieve")
     from the compiled load client (bench/loadclient, `make loadclient`): p50_ms, p90_ms,
     p99_ms, rps, and errors / codes for failed calls. None when the client is not built.
     A Python client spends a few hundred microseconds of CPU per call itself, which a
-    backend's compiled stub does not."""
+    backend's compiled stub does not. `busy_poll` makes the client spin on its completion
+    queue instead of sleeping in it (concurrency 1 only makes sense: one spinning thread
+    per call in flight)."""
     if not LOADCLIENT.exists():
         return None
     with tempfile.NamedTemporaryFile(suffix=".bin") as requests_file:
@@ -140,6 +156,7 @@ def compiled_client(
                 str(warmup),
                 "--concurrency",
                 str(concurrency),
+                *(["--busy-poll"] if busy_poll else []),
             ],
             capture_output=True,
             text=True,
@@ -185,16 +202,19 @@ def overhead_at_concurrency_1(
     Per round the p50 of `calls` calls each; returned are the medians over rounds, and
     the median of the per-round differences ("overhead_ms"). The service is called from
     the compiled load client when it is built (see `compiled_client`), else from grpcio's
-    blocking client."""
+    blocking client.
+
+    A third block per round calls in-process with the CPU left idle before each call for
+    as long as a service call spends outside the model (the last round's difference): a
+    diagnostic of how much slower the same call runs when it is not back to back (cold
+    caches after an idle vCPU), reported as "paced_in_process_ms" and
+    "overhead_vs_paced_ms"."""
     compiled = LOADCLIENT.exists()
-    local_p50s, service_p50s = [], []
+    local_p50s, paced_p50s, service_p50s = [], [], []
+    gap = 0.0
     for _ in range(rounds):
-        times = []
-        for i in range(calls):
-            started = time.perf_counter()
-            local_call(i)
-            times.append(time.perf_counter() - started)
-        local_p50s.append(statistics.median(times) * 1e3)
+        local_p50s.append(_local_p50(local_call, calls, 0.0))
+        paced_p50s.append(_local_p50(local_call, calls, gap))
         if compiled:
             result = compiled_client(port, method, messages, calls, warmup=5)
             assert result is not None
@@ -203,10 +223,91 @@ def overhead_at_concurrency_1(
             service_p50s.append(result["p50_ms"])
         else:
             service_p50s.append(blocking_client(port, method, messages, calls, response_type))
+        gap = max(0.0, service_p50s[-1] - local_p50s[-1]) / 1e3
     differences = [s - i for s, i in zip(service_p50s, local_p50s, strict=True)]
+    # The first round's paced block had no gap yet: compare from the second on.
+    vs_paced = [s - i for s, i in zip(service_p50s[1:], paced_p50s[1:], strict=True)]
     return {
         "client": "compiled (bench/loadclient)" if compiled else "grpcio blocking",
         "in_process_ms": statistics.median(local_p50s),
         "service_ms": statistics.median(service_p50s),
         "overhead_ms": statistics.median(differences),
+        "paced_in_process_ms": statistics.median(paced_p50s[1:]),
+        "overhead_vs_paced_ms": statistics.median(vs_paced),
     }
+
+
+def _local_p50(local_call: Callable[[int], object], calls: int, idle_before: float) -> float:
+    times = []
+    for i in range(calls):
+        if idle_before:
+            time.sleep(idle_before)  # leaves the CPU idle, as between a client's calls
+        started = time.perf_counter()
+        local_call(i)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def alternating_throughput(
+    ports: dict[str, int],
+    method: str,
+    messages: Sequence[Message],
+    concurrency: int = 32,
+    calls: int = 1500,
+    rounds: int = 5,
+) -> dict[str, dict[str, float]] | None:
+    """Requests/s of each running service (one per mode in `ports`) at `concurrency`, from
+    the compiled load client, in `rounds` alternating rounds of `calls` calls (all modes
+    see the same machine, as in `overhead_at_concurrency_1`). Per mode: medians over rounds
+    of rps, p50_ms and p99_ms, plus "rps_rounds" (a list). None when the client is not
+    built: a Python client spends more CPU per call than a batched service does, on the
+    same cores, and would blur the comparison."""
+    if not LOADCLIENT.exists():
+        return None
+    per_mode: dict[str, list[dict[str, float]]] = {mode: [] for mode in ports}
+    for _ in range(rounds):
+        for mode, port in ports.items():
+            result = compiled_client(port, method, messages, calls, concurrency, warmup=50)
+            assert result is not None
+            if result["errors"]:
+                raise RuntimeError(f"{mode}: {result['errors']} of {calls} calls failed: {result}")
+            per_mode[mode].append(result)
+    return {
+        mode: {
+            "rps": statistics.median(r["rps"] for r in results),
+            "p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "rps_rounds": [r["rps"] for r in results],
+        }
+        for mode, results in per_mode.items()
+    }
+
+
+def print_throughput_comparison(
+    results: dict[str, dict[str, float]] | None, concurrency: int, label: str = ""
+) -> None:
+    """The table of `alternating_throughput`, and batching on / off per round."""
+    if results is None:
+        print(f"{label}alternating throughput rounds skipped: bench/loadclient is not built")
+        return
+    rounds = len(next(iter(results.values()))["rps_rounds"])
+    print(
+        f"\n{label}concurrency {concurrency}, compiled load client, {rounds} alternating rounds "
+        "(medians):"
+    )
+    print("| batching | requests/s | p50 ms | p99 ms | requests/s per round |")
+    print("|---|---|---|---|---|")
+    for mode, r in results.items():
+        per_round = ", ".join(f"{x:.0f}" for x in r["rps_rounds"])
+        print(f"| {mode} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {per_round} |")
+    if {"on", "off"} <= set(results):
+        ratios = [
+            on / off
+            for on, off in zip(
+                results["on"]["rps_rounds"], results["off"]["rps_rounds"], strict=True
+            )
+        ]
+        print(
+            f"batching on / off per round: {', '.join(f'{x:.2f}' for x in ratios)}x; median "
+            f"{statistics.median(ratios):.2f}x, lowest {min(ratios):.2f}x (target >= 1.5x)"
+        )

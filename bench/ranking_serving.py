@@ -5,8 +5,10 @@ The service runs as its own process (`recserve serve ranking`, as deployed) on l
 an asyncio client in this process drives it. Candidates are real retrieval lists (with
 their two-tower scores) for real users of the artifact. In-process rows time
 `RankingScorer.rank` (features + exported forward + top N: exactly what the service runs per
-call) and `rank_many` over a batch (what one micro-batch costs). Not a test: it prints
-figures with their conditions.
+call) and `rank_many` over a batch (what one micro-batch costs). With the compiled load
+client built (`make loadclient`), the batching modes' throughput at the top concurrency is
+also compared in alternating rounds from it (every mode's server runs for the whole
+candidate count). Not a test: it prints figures with their conditions.
 
     .venv/bin/python -m bench.ranking_serving --artifacts artifacts   # from the repo root
 """
@@ -31,9 +33,11 @@ from grpc import aio
 
 from bench.common import (
     BATCHING_MODES,
+    alternating_throughput,
     drive,
     overhead_at_concurrency_1,
     percentiles,
+    print_throughput_comparison,
     start_service,
 )
 from ranking.scorer import RankingScorer, RankQuery
@@ -145,7 +149,7 @@ def main() -> int:
     set_compute_threads(args.threads)
     load_before = os.getloadavg()
     scorer = RankingScorer.load(version_dir, device="cpu")
-    local, service, overheads = {}, {}, {}
+    local, service, overheads, compared = {}, {}, {}, {}
     for k in args.candidates:
         queries = workload(version_dir, k, 200)
         local[k] = in_process(scorer, queries, args.requests)
@@ -154,9 +158,13 @@ def main() -> int:
             q = queries[i % len(queries)]
             return scorer.rank(q.recent_item_ids, q.candidate_ids, q.candidate_scores, q.num_items)
 
-        for mode in args.batching:
-            port, proc = start_ranking(version_dir, mode, args.threads, args.workers)
-            try:
+        # Every mode's server up at once, so that the throughput rounds can alternate.
+        started = {
+            mode: start_ranking(version_dir, mode, args.threads, args.workers)
+            for mode in args.batching
+        }
+        try:
+            for mode, (port, proc) in started.items():
                 overheads[(k, mode)] = overhead_at_concurrency_1(
                     local_call,
                     port,
@@ -167,7 +175,14 @@ def main() -> int:
                 service[(k, mode)] = asyncio.run(
                     service_rows(port, proc.pid, queries, args.requests, args.concurrency)
                 )
-            finally:
+            compared[k] = alternating_throughput(
+                {mode: port for mode, (port, _) in started.items()},
+                "/recsys.v1.RankingService/Rank",
+                rank_requests(queries),
+                concurrency=max(args.concurrency),
+            )
+        finally:
+            for _, proc in started.values():
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
     load_after = os.getloadavg()
@@ -209,23 +224,30 @@ def main() -> int:
     print(f"concurrency 1, alternating blocks of in-process and service calls ({client} client):")
     print(
         "| candidates | batching | in-process p50 ms | service p50 ms "
-        "| overhead ms (target <= 0.5) |"
+        "| overhead ms (target <= 0.5) | in-process paced p50 ms | overhead vs paced ms |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for (k, mode), o in overheads.items():
         print(
             f"| {k} | {mode} | {o['in_process_ms']:.2f} | {o['service_ms']:.2f} "
-            f"| {o['overhead_ms']:+.2f} |"
+            f"| {o['overhead_ms']:+.2f} | {o['paced_in_process_ms']:.2f} "
+            f"| {o['overhead_vs_paced_ms']:+.2f} |"
         )
+    print(
+        "(paced: in-process calls with the CPU left idle before each one for as long as a "
+        "service call spends outside the model, as between a concurrency-1 client's calls)"
+    )
     print()
     top = max(args.concurrency)
     for k in args.candidates:
         peak = {mode: service[(k, mode)][-1][3] for mode in args.batching}
         if {"on", "off"} <= set(peak):
             print(
-                f"{k} candidates: throughput at concurrency {top}, batching on / off = "
-                f"{peak['on'] / peak['off']:.2f}x (target >= 1.5x)"
+                f"{k} candidates: throughput at concurrency {top} from the asyncio client above, "
+                f"batching on / off = {peak['on'] / peak['off']:.2f}x"
             )
+    for k in args.candidates:
+        print_throughput_comparison(compared[k], top, f"{k} candidates: ")
     return 0
 
 

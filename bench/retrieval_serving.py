@@ -5,8 +5,10 @@ catalogue changes cost (upsert / delete latency, search latency with a live segm
 For each size it trains a real two-tower model on a synthetic catalogue (few users, one
 epoch: serving cost depends on the catalogue, not on model quality), writes a
 retrieval-only artifact with an exact (flat) index, starts `recserve serve retrieval` as its
-own process, and drives it with an asyncio client on the same machine. Not a test: it
-prints medians with their conditions.
+own process (one per batching mode, all up at once), and drives it with an asyncio client
+on the same machine; with the compiled load client built (`make loadclient`) it also
+measures the concurrency-1 overhead from it and compares the modes' throughput at the top
+concurrency in alternating rounds. Not a test: it prints medians with their conditions.
 
     .venv/bin/python -m bench.retrieval_serving                  # 100k and 1M, ~12 min
     .venv/bin/python -m bench.retrieval_serving --items 100000   # one size
@@ -35,7 +37,15 @@ os.environ.setdefault("OPENBLAS_CORETYPE", openblas_coretype_for_cpu() or "")
 import numpy as np
 from grpc import aio
 
-from bench.common import BATCHING_MODES, drive, median_ms, overhead_at_concurrency_1, start_service
+from bench.common import (
+    BATCHING_MODES,
+    alternating_throughput,
+    drive,
+    median_ms,
+    overhead_at_concurrency_1,
+    print_throughput_comparison,
+    start_service,
+)
 from recdata.artifacts import publish, resolve, write_manifest
 from recdata.items import ItemTable
 from recdata.split import leave_last_out, popularity_counts, user_sequences
@@ -217,9 +227,13 @@ def main() -> int:
         overheads = {}
         print("| batching | concurrency | p50 ms | p99 ms | requests/s |")
         print("|---|---|---|---|---|")
-        for mode, flags in BATCHING_MODES.items():
-            port, proc = start_service("retrieval", version_dir, *flags, timeout=600)
-            try:
+        # Every mode's server up at once, so that the throughput rounds can alternate.
+        started = {
+            mode: start_service("retrieval", version_dir, *flags, timeout=600)
+            for mode, flags in BATCHING_MODES.items()
+        }
+        try:
+            for mode, (port, _) in started.items():
                 overheads[mode] = overhead_at_concurrency_1(
                     local_call,
                     port,
@@ -230,23 +244,39 @@ def main() -> int:
                 rows = asyncio.run(
                     service_run(port, histories, args.k, args.requests, args.concurrency)
                 )
-            finally:
+                for c, p50, p99, rps in rows:
+                    print(f"| {mode} | {c} | {p50:.2f} | {p99:.2f} | {rps:.0f} |")
+                sys.stdout.flush()
+            compared = alternating_throughput(
+                {mode: port for mode, (port, _) in started.items()},
+                "/recsys.v1.RetrievalService/Retrieve",
+                retrieve_requests(histories, args.k),
+                concurrency=max(args.concurrency),
+            )
+        finally:
+            for _, proc in started.values():
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
-            for c, p50, p99, rps in rows:
-                print(f"| {mode} | {c} | {p50:.2f} | {p99:.2f} | {rps:.0f} |")
-            sys.stdout.flush()
         print(
             "\nconcurrency 1, alternating blocks of in-process and service calls "
             f"({next(iter(overheads.values()))['client']} client):"
         )
-        print("| batching | in-process p50 ms | service p50 ms | overhead ms (target <= 0.5) |")
-        print("|---|---|---|---|")
+        print(
+            "| batching | in-process p50 ms | service p50 ms | overhead ms (target <= 0.5) "
+            "| in-process paced p50 ms | overhead vs paced ms |"
+        )
+        print("|---|---|---|---|---|---|")
         for mode, o in overheads.items():
             print(
                 f"| {mode} | {o['in_process_ms']:.2f} | {o['service_ms']:.2f} "
-                f"| {o['overhead_ms']:+.2f} |"
+                f"| {o['overhead_ms']:+.2f} | {o['paced_in_process_ms']:.2f} "
+                f"| {o['overhead_vs_paced_ms']:+.2f} |"
             )
+        print(
+            "(paced: in-process calls with the CPU left idle before each one for as long as a "
+            "service call spends outside the model, as between a concurrency-1 client's calls)"
+        )
+        print_throughput_comparison(compared, max(args.concurrency))
         sys.stdout.flush()
         del retriever
     return 0
