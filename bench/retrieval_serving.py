@@ -10,7 +10,7 @@ on the same machine; with the compiled load client built (`make loadclient`) it 
 measures the concurrency-1 overhead from it and compares the modes' throughput at the top
 concurrency in alternating rounds. Not a test: it prints medians with their conditions.
 
-    .venv/bin/python -m bench.retrieval_serving                  # 100k and 1M, ~12 min
+    .venv/bin/python -m bench.retrieval_serving                  # 100k and 1M, ~20 min
     .venv/bin/python -m bench.retrieval_serving --items 100000   # one size
 """
 
