@@ -19,8 +19,8 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable
@@ -39,6 +39,7 @@ from bench.common import (
     percentiles,
     print_throughput_comparison,
     start_service,
+    stop_services,
 )
 from ranking.scorer import RankingScorer, RankQuery
 from recdata.artifacts import resolve
@@ -159,11 +160,10 @@ def main() -> int:
             return scorer.rank(q.recent_item_ids, q.candidate_ids, q.candidate_scores, q.num_items)
 
         # Every mode's server up at once, so that the throughput rounds can alternate.
-        started = {
-            mode: start_ranking(version_dir, mode, args.threads, args.workers)
-            for mode in args.batching
-        }
+        started: dict[str, tuple[int, subprocess.Popen]] = {}
         try:
+            for mode in args.batching:
+                started[mode] = start_ranking(version_dir, mode, args.threads, args.workers)
             for mode, (port, proc) in started.items():
                 overheads[(k, mode)] = overhead_at_concurrency_1(
                     local_call,
@@ -182,9 +182,7 @@ def main() -> int:
                 concurrency=max(args.concurrency),
             )
         finally:
-            for _, proc in started.values():
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+            stop_services(started)
     load_after = os.getloadavg()
 
     print(

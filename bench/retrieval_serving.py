@@ -20,8 +20,8 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +45,7 @@ from bench.common import (
     overhead_at_concurrency_1,
     print_throughput_comparison,
     start_service,
+    stop_services,
 )
 from recdata.artifacts import publish, resolve, write_manifest
 from recdata.items import ItemTable
@@ -228,11 +229,10 @@ def main() -> int:
         print("| batching | concurrency | p50 ms | p99 ms | requests/s |")
         print("|---|---|---|---|---|")
         # Every mode's server up at once, so that the throughput rounds can alternate.
-        started = {
-            mode: start_service("retrieval", version_dir, *flags, timeout=600)
-            for mode, flags in BATCHING_MODES.items()
-        }
+        started: dict[str, tuple[int, subprocess.Popen]] = {}
         try:
+            for mode, flags in BATCHING_MODES.items():
+                started[mode] = start_service("retrieval", version_dir, *flags, timeout=600)
             for mode, (port, _) in started.items():
                 overheads[mode] = overhead_at_concurrency_1(
                     local_call,
@@ -254,9 +254,7 @@ def main() -> int:
                 concurrency=max(args.concurrency),
             )
         finally:
-            for _, proc in started.values():
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+            stop_services(started)
         print(
             "\nconcurrency 1, alternating blocks of in-process and service calls "
             f"({next(iter(overheads.values()))['client']} client):"

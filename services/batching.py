@@ -25,8 +25,9 @@ on the development VM, docs/benchmarks.md) is most of a lone call's service over
 The loop is blocked for that one model call. Calls that arrived meanwhile show up within
 a loop iteration or two after it (grpc.aio gives each received call a new task), so the
 batcher stays busy for those iterations after handing the caller its result: seeing such
-a call is evidence of concurrency, and every call then takes the batched executor path for
-the hold period, so under load batching works as without this option (checked by
+a call (a task that did not exist before the inline call; the caller's own task calling
+again does not count) is evidence of concurrency, and every call then takes the batched
+executor path for the hold period, so under load batching works as without this option (checked by
 tests/integration/test_ranking_batching.py, where 48 calls arrive at once).
 
 Load shedding: at most `max_queue` requests wait (not counting those already in a running
@@ -118,9 +119,14 @@ class MicroBatcher(Generic[Req, Resp]):
         self._closing = False
         self.inline_when_idle = inline_when_idle
         self._concurrency_hold = concurrency_hold_ms / 1e3
-        self._inline_active = False
+        self._inline_active = False  # computing inline, or settling after it
         self._inline_idle = asyncio.Event()  # clear while an inline call runs (close waits)
         self._inline_idle.set()
+        # The settling inline call: its task, the tasks that existed before it, and a
+        # token that ends the pending settle callbacks when the settle ends early.
+        self._inline_task: asyncio.Task | None = None
+        self._tasks_before: set[asyncio.Task] = set()
+        self._settle_token = 0
         self._batched_until = 0.0  # loop time before which lone requests still batch
 
     @property
@@ -150,6 +156,10 @@ class MicroBatcher(Generic[Req, Resp]):
         if len(self._waiting) >= self.max_queue:
             raise Overloaded(f"{len(self._waiting)} requests already waiting for a batch")
         loop = asyncio.get_running_loop()
+        if self._inline_active and asyncio.current_task() is self._inline_task:
+            # The settling call's own task calling again (only in-process callers do: a
+            # gRPC call has a task of its own): nothing arrived meanwhile on its account.
+            self._end_settle()
         now = loop.time()
         if not self.idle:
             self._batched_until = now + self._concurrency_hold
@@ -173,11 +183,13 @@ class MicroBatcher(Generic[Req, Resp]):
         """`item` alone, computed on the loop thread (see the module docstring)."""
         self._inline_active = True
         self._inline_idle.clear()
-        tasks_before = asyncio.all_tasks()
+        self._inline_task = asyncio.current_task()
+        self._tasks_before = asyncio.all_tasks()
         try:
             with contextlib.suppress(Exception):  # metrics must never break serving
                 if self._on_batch is not None:
                     self._on_batch(1)
+            with contextlib.suppress(Exception):
                 if self._on_inline is not None:
                     self._on_inline()
             results = self._batch_fn([item])
@@ -188,23 +200,31 @@ class MicroBatcher(Generic[Req, Resp]):
             # The caller gets its result now; the batcher stays busy for a few more loop
             # iterations so that calls which arrived while the loop was blocked see it busy.
             loop = asyncio.get_running_loop()
-            loop.call_soon(self._settle, tasks_before, _SETTLE_ITERATIONS - 1)
+            loop.call_soon(self._settle, self._settle_token, _SETTLE_ITERATIONS - 1)
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def _settle(self, tasks_before: set[asyncio.Task], iterations_left: int) -> None:
-        """Ends an inline call, `_SETTLE_ITERATIONS` loop iterations after its model call.
-        Calls that arrived while the loop was blocked: grpc.aio hands each to a new task
+    def _settle(self, token: int, iterations_left: int) -> None:
+        """Ends an inline call, `_SETTLE_ITERATIONS` loop iterations after its model call
+        (unless it ended early: `token` is stale then)."""
+        if token != self._settle_token:
+            return
+        if iterations_left > 0:
+            asyncio.get_running_loop().call_soon(self._settle, token, iterations_left - 1)
+            return
+        self._end_settle()
+
+    def _end_settle(self) -> None:
+        """Calls that arrived while the loop was blocked: grpc.aio hands each to a new task
         within an iteration or two. Seeing one (or a call reaching submit() meanwhile) is
         the evidence of concurrency that switches to batches."""
-        loop = asyncio.get_running_loop()
-        if iterations_left > 0:
-            loop.call_soon(self._settle, tasks_before, iterations_left - 1)
-            return
-        if asyncio.all_tasks() - tasks_before:
-            self._batched_until = loop.time() + self._concurrency_hold
+        self._settle_token += 1
+        if asyncio.all_tasks() - self._tasks_before:
+            self._batched_until = asyncio.get_running_loop().time() + self._concurrency_hold
         self._inline_active = False
+        self._inline_task = None
+        self._tasks_before = set()
         self._inline_idle.set()
 
     async def close(self) -> None:

@@ -97,6 +97,9 @@ Options ParseArgs(int argc, char** argv) {
   if (options.target.empty() || options.method.empty() || options.requests_path.empty()) {
     Usage("--target, --method and --requests are required");
   }
+  if (options.busy_poll && options.concurrency > 1) {
+    Usage("--busy-poll spins one thread per call in flight: use it with --concurrency 1");
+  }
   return options;
 }
 

@@ -121,9 +121,9 @@ def test_inline_when_idle_computes_a_lone_request_on_the_loop_thread() -> None:
             on_inline=lambda: inline.append("x"),
         )
         assert await batcher.submit("a") == "done:a"
-        # The result comes back before the batcher settles (a few loop iterations later).
+        # The result comes back before the batcher settles (a few loop iterations later);
+        # the same task calling again is no sign of concurrency.
         assert not batcher.idle
-        await until(lambda: batcher.idle)
         assert await batcher.submit("b") == "done:b"
         await until(lambda: batcher.idle)
         assert recorder.calls == [["a"], ["b"]]
@@ -131,7 +131,6 @@ def test_inline_when_idle_computes_a_lone_request_on_the_loop_thread() -> None:
         assert sizes == [1, 1] and len(inline) == 2
         with pytest.raises(ValueError, match="bad item"):
             await batcher.submit("bad")
-        await until(lambda: batcher.idle)
         assert await batcher.submit("c") == "done:c"  # a failed inline call leaves it idle
         assert recorder.threads[-1] == threading.get_ident()
         await batcher.close()
@@ -165,7 +164,9 @@ def test_a_call_arriving_while_an_inline_call_settles_takes_the_batched_path() -
         recorder = ThreadRecorder()
         batcher = MicroBatcher(recorder, pool, inline_when_idle=True, concurrency_hold_ms=3_600_000)
         assert await batcher.submit("a") == "done:a"
-        assert await batcher.submit("b") == "done:b"  # before "a" settled: concurrency
+        # Another task calling before "a" settled: a call that arrived meanwhile.
+        assert not batcher.idle
+        assert await asyncio.create_task(batcher.submit("b")) == "done:b"
         assert recorder.threads[0] == threading.get_ident()
         assert recorder.threads[1] != threading.get_ident()
         await batcher.close()
@@ -180,6 +181,7 @@ def test_close_waits_for_a_call_computed_inline() -> None:
         closing = asyncio.create_task(batcher.close())  # runs while "a" settles
         await closing
         assert call.done() and call.result() == "done:a"
+        assert batcher.idle  # close() returned only after the settle
 
     run(body)
 
