@@ -139,7 +139,8 @@ def compiled_client(
 ) -> dict[str, float] | None:
     """Latency of `calls` calls of `method` (e.g. "/recsys.v1.RetrievalService/Retrieve")
     from the compiled load client (bench/loadclient, `make loadclient`): p50_ms, p90_ms,
-    p99_ms, rps, and errors / codes for failed calls. None when the client is not built.
+    p99_ms, p999_ms, max_ms, rps, and errors / codes for failed calls. None when the client
+    is not built.
     A Python client spends a few hundred microseconds of CPU per call itself, which a
     backend's compiled stub does not. `busy_poll` makes the client spin on its completion
     queue instead of sleeping in it (a diagnostic; concurrency 1 only, the client refuses
