@@ -210,6 +210,6 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                 raise InvalidArgument("candidate_scores", "must be finite numbers")
         if request.num_items < 0:
             raise InvalidArgument("num_items", f"must be >= 0, got {request.num_items}")
-        if len(np.unique(candidates)) != len(candidates):
+        if validation.has_duplicates(candidates):
             raise InvalidArgument("candidate_item_ids", "contains duplicate ids")
         return RankQuery(recent, candidates, scores, request.num_items)

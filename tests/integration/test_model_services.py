@@ -128,6 +128,11 @@ def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
         ),
         ({"candidate_item_ids": [-1]}, grpc.StatusCode.INVALID_ARGUMENT, "candidate_item_ids"),
         (
+            {"candidate_item_ids": [100001, 100002, 100001]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "duplicate",
+        ),
+        (
             {"candidate_item_ids": list(range(1, 2002))},
             grpc.StatusCode.INVALID_ARGUMENT,
             "candidate_item_ids",
