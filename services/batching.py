@@ -27,8 +27,9 @@ a loop iteration or two after it (grpc.aio gives each received call a new task),
 batcher stays busy for those iterations after handing the caller its result: seeing such
 a call (a task that did not exist before the inline call; the caller's own task calling
 again does not count) is evidence of concurrency, and every call then takes the batched
-executor path for the hold period, so under load batching works as without this option (checked by
-tests/integration/test_ranking_batching.py, where 48 calls arrive at once).
+executor path for the hold period, so under load batching works as without this option
+(checked by tests/integration/test_ranking_batching.py, where 48 calls arrive at once;
+sequential calls stay inline there too).
 
 Load shedding: at most `max_queue` requests wait (not counting those already in a running
 batch); past that `submit` raises `Overloaded` at once, which the service maps to
