@@ -18,18 +18,23 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from bench.common import LOADCLIENT, compiled_client, free_port, start_service
+from bench.common import (
+    LOADCLIENT,
+    compiled_client,
+    free_port,
+    in_process_p50,
+    start_service,
+    stop_services,
+)
 from bench.ranking_serving import rank_requests, workload
 from ranking.scorer import RankingScorer
 from recdata.artifacts import resolve
@@ -125,14 +130,9 @@ def main() -> int:
     messages = rank_requests(queries)
     scorer = RankingScorer.load(version_dir, device="cpu")
 
-    def in_process_p50(calls: int) -> float:
-        times = []
-        for i in range(calls):
-            q = queries[i % len(queries)]
-            started = time.perf_counter()
-            scorer.rank(q.recent_item_ids, q.candidate_ids, q.candidate_scores, q.num_items)
-            times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1e3
+    def local_call(i: int) -> object:
+        q = queries[i % len(queries)]
+        return scorer.rank(q.recent_item_ids, q.candidate_ids, q.candidate_scores, q.num_items)
 
     servers: dict[str, tuple[int, subprocess.Popen]] = {}
     try:
@@ -141,20 +141,17 @@ def main() -> int:
         servers["recserve serve ranking"] = start_service("ranking", version_dir, "--device", "cpu")
         for port, _ in servers.values():
             compiled_client(port, METHOD, messages, 300, warmup=20)
-        in_process_p50(50)
+        in_process_p50(local_call, 50)
         local: list[float] = []
         remote: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(args.rounds):
-            local.append(in_process_p50(100))
+            local.append(in_process_p50(local_call, 100))
             for name, (port, _) in servers.items():
                 result = compiled_client(port, METHOD, messages, 100, warmup=5)
                 assert result is not None
                 remote[name].append(result["p50_ms"])
     finally:
-        for _, proc in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for _, proc in servers.values():
-            proc.wait(timeout=60)
+        stop_services(servers)
 
     print(
         f"# conditions: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -226,8 +226,8 @@ def overhead_at_concurrency_1(
     local_p50s, paced_p50s, service_p50s = [], [], []
     gap = 0.0
     for _ in range(rounds):
-        local_p50s.append(_local_p50(local_call, calls, 0.0))
-        paced_p50s.append(_local_p50(local_call, calls, gap))
+        local_p50s.append(in_process_p50(local_call, calls, 0.0))
+        paced_p50s.append(in_process_p50(local_call, calls, gap))
         if compiled:
             result = compiled_client(port, method, messages, calls, warmup=5)
             assert result is not None
@@ -250,7 +250,11 @@ def overhead_at_concurrency_1(
     }
 
 
-def _local_p50(local_call: Callable[[int], object], calls: int, idle_before: float) -> float:
+def in_process_p50(
+    local_call: Callable[[int], object], calls: int, idle_before: float = 0.0
+) -> float:
+    """p50 ms of `calls` calls of `local_call(i)`, the CPU left idle `idle_before` seconds
+    before each one (0: back to back)."""
     times = []
     for i in range(calls):
         if idle_before:
