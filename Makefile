@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
 DEMO_ONCE ?=
 DEMO_ARGS ?=
+# PyPI's Linux torch wheel brings the CUDA libraries with it; where no CPU wheel of
+# torch 2.13.0 is at hand (this project's machines have one via pip's find-links), point pip
+# at PyTorch's CPU index: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 PROTO_SRC := $(wildcard protos/recsys/v1/*.proto)
 
@@ -16,13 +20,15 @@ help:
 	@echo "make test     unit + integration tests (real servers on loopback)"
 	@echo "make proto    regenerate Python stubs, type stubs and protos/recsys.protoset"
 	@echo "make lint     ruff"
+	@echo "make bench    end-to-end serving latency against the demo's artifacts"
+	@echo "make venv     only the environment (.venv); make clean removes it and artifacts/"
 	@echo "make loadclient  the compiled gRPC load client the benchmarks use when built"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: the CPU wheel keeps the CUDA packages out.
-	$(BIN)/pip install --quiet "torch==2.13.0"
+	# torch first, pinned, so that the dependencies below resolve against it.
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -46,7 +52,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 bench: $(VENV)/.installed
-	$(PY) bench/serving_latency.py --artifacts $(ARTIFACTS)
+	$(PY) -m bench.serving_latency --artifacts $(ARTIFACTS)
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) .pytest_cache

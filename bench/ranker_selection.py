@@ -13,7 +13,7 @@ row per run and a mean per variant. Not a test; single-threaded (OMP_NUM_THREADS
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ranker_selection.py --dataset movielens \\
         --data ../shared/data/movielens-latest-small --artifacts /tmp/ev-movielens \\
-        --variants base no-recent-covis --seeds 0 1 2
+        --variants previous newest-covis --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--artifacts", type=Path, default=None, help="root or version dir")
-    parser.add_argument("--variants", nargs="+", default=["base"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", required=True, choices=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--target", choices=["validation", "test"], default="validation")
     parser.add_argument("--json", type=Path, default=None, help="append results (JSON lines)")

@@ -44,7 +44,7 @@ def resolve(path: str | Path) -> Path:
     if not latest.is_file():
         raise ArtifactError(
             f"no artifacts at {path}: expected {path / LATEST} or {path / MANIFEST}; "
-            "train first with `recserve train --artifacts {path}`"
+            f"train first with `recserve train --artifacts {path}`"
         )
     version_dir = path / latest.read_text().strip()
     if not (version_dir / MANIFEST).is_file():

@@ -1,7 +1,7 @@
 """Micro-batching: concurrent requests served by one model call.
 
 A FAISS search over a large catalogue is memory-bound per query, and a batch on FAISS's BLAS
-path reads the catalogue once for all of its queries (design.md section 6), so gathering
+path reads the catalogue once for all of its queries (../shared/design.md, section 6), so gathering
 concurrent retrieval requests multiplies throughput on the same cores. `MicroBatcher` does
 the gathering for any `batch_fn(list[Req]) -> list[Resp]`.
 

@@ -1,8 +1,8 @@
 """CatalogService: live catalogue upserts and deletes, validated here, applied by the app.
 
-Served next to ModelAdminService (same port placement). The app — retrieval, tagging —
-implements `CatalogBackend`; this module owns the wire format and the input checks so every
-service answers bad input the same way.
+Served next to ModelAdminService (same port placement). Each app — retrieval, ranking,
+tagging, gateway — implements `CatalogBackend`; this module owns the wire format and the
+input checks so every service answers bad input the same way.
 """
 
 from __future__ import annotations

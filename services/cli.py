@@ -1,13 +1,16 @@
 """`recserve`: data, training, serving each service, a client call, and the demo.
 
-Every flag also reads an environment variable, RECSERVE_<FLAG> (e.g. --metrics-port ←
-RECSERVE_METRICS_PORT), so a Kubernetes Deployment configures a server with env alone.
+Every `serve` flag, and the data set, index and synthetic-data flags of train, eval and
+demo, also read an environment variable, RECSERVE_<FLAG> (e.g. --metrics-port ←
+RECSERVE_METRICS_PORT; on/off flags take 1/true/yes/on), so a Kubernetes Deployment
+configures a server with env alone. `recommend --addr` reads RECSERVE_GATEWAY_ADDR.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import sys
 from pathlib import Path
@@ -19,6 +22,26 @@ def env(flag: str, default: Any) -> Any:
     if value is None:
         return default
     return type(default)(value) if default is not None else value
+
+
+def env_flag(flag: str) -> bool:
+    """The default of an on/off (store_true) flag from RECSERVE_<FLAG>."""
+    value = os.environ.get("RECSERVE_" + flag.upper().replace("-", "_"), "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every flag's default, also for flags without a help text."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if (
+            action.help is None
+            and action.option_strings
+            and action.default not in (None, False, argparse.SUPPRESS)
+        ):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) -> None:
@@ -40,7 +63,7 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
     p.add_argument(
         "--reuse-port",
         action="store_true",
-        default=env("reuse_port", "") == "1",
+        default=env_flag("reuse_port"),
         help="SO_REUSEPORT: let several processes of this service share --port",
     )
     p.add_argument(
@@ -63,6 +86,16 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         help="seconds to drain in-flight requests on SIGTERM",
     )
     p.add_argument(
+        "--log-level",
+        default=env("log_level", "info"),
+        type=str.lower,
+        choices=["debug", "info", "warning", "error"],
+    )
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The compute flags of a service that runs a model (not the gateway)."""
+    p.add_argument(
         "--threads", type=int, default=env("threads", 1), help="torch/FAISS threads per call"
     )
     p.add_argument(
@@ -71,7 +104,6 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         default=env("workers", 2),
         help="concurrent model calls (thread pool)",
     )
-    p.add_argument("--log-level", default=env("log_level", "info"))
 
 
 DEFAULT_PORTS = {
@@ -106,11 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="write the synthetic data set as Parquet")
+    data = sub.add_parser(
+        "data", help="write the synthetic data set as Parquet", formatter_class=_HelpWithDefaults
+    )
     data.add_argument("--out", type=Path, required=True)
     _add_synthetic_flags(data)
 
-    train = sub.add_parser("train", help="train all models and publish an artifact version")
+    train = sub.add_parser(
+        "train",
+        help="train all models and publish an artifact version",
+        formatter_class=_HelpWithDefaults,
+    )
     train.add_argument("--artifacts", type=Path, default=Path(env("artifacts", "artifacts")))
     _add_dataset_flags(train)
     train.add_argument(
@@ -123,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one service until SIGTERM")
     serve_sub = serve.add_subparsers(dest="service", required=True)
     for name, (port, metrics_port) in DEFAULT_PORTS.items():
-        p = serve_sub.add_parser(name, help=f"the {name} service")
+        p = serve_sub.add_parser(
+            name, help=f"the {name} service", formatter_class=_HelpWithDefaults
+        )
         _add_server_flags(p, port, metrics_port)
+        if name != "gateway":
+            _add_model_flags(p)
         if name == "retrieval":
             p.add_argument(
                 "--device",
@@ -135,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--gpu-shard",
                 action="store_true",
-                default=env("gpu_shard", "") == "1",
+                default=env_flag("gpu_shard"),
                 help="with several GPUs, split the index across them (default: replicate)",
             )
             p.add_argument("--max-k", type=int, default=env("max_k", 1000))
@@ -154,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--force-index",
                 action="store_true",
-                default=env("force_index", "") == "1",
+                default=env_flag("force_index"),
                 help="serve an index below the recall floor anyway",
             )
             p.add_argument(
@@ -221,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     evaluate = sub.add_parser(
-        "eval", help="held-out evaluation: our pipeline and tagger against baselines"
+        "eval",
+        help="held-out evaluation: our pipeline and tagger against baselines",
+        formatter_class=_HelpWithDefaults,
     )
     evaluate.add_argument(
         "--artifacts",
@@ -254,14 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="tag encoders to evaluate (all: both); the artifact's is fast unless one is named",
     )
 
-    rec = sub.add_parser("recommend", help="call the gateway and print the answer")
+    rec = sub.add_parser(
+        "recommend", help="call the gateway and print the answer", formatter_class=_HelpWithDefaults
+    )
     rec.add_argument("--addr", default=env("gateway_addr", "127.0.0.1:50051"))
     rec.add_argument("--user", required=True)
     rec.add_argument("--num-items", type=int, default=10)
     rec.add_argument("--recent", type=int, nargs="*", default=[])
     rec.add_argument("--timeout", type=float, default=2.0)
 
-    demo = sub.add_parser("demo", help="data → training → four services → recommendations")
+    demo = sub.add_parser(
+        "demo",
+        help="data → training → four services → recommendations",
+        formatter_class=_HelpWithDefaults,
+    )
     demo.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     demo.add_argument("--once", action="store_true", help="stop the services and exit 0")
     demo.add_argument(

@@ -138,7 +138,8 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
 
 async def serve(args: argparse.Namespace) -> int:
     configure_logging(args.service, args.log_level)
-    set_compute_threads(args.threads)
+    if args.service != "gateway":  # the gateway runs no model
+        set_compute_threads(args.threads)
     server = ModelServer(
         make_app(args),
         ServerOptions(

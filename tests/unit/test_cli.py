@@ -28,17 +28,10 @@ def test_commands_parse(argv: list[str]) -> None:
         from services.commands import make_app
 
         make_app(args)
-        for option in (
-            "host",
-            "port",
-            "metrics_port",
-            "admin_port",
-            "grace",
-            "threads",
-            "workers",
-            "artifacts",
-            "log_level",
-        ):
+        options = ["host", "port", "metrics_port", "admin_port", "grace", "artifacts", "log_level"]
+        if args.service != "gateway":  # the gateway runs no model: no compute flags
+            options += ["threads", "workers"]
+        for option in options:
             assert hasattr(args, option), option
 
 
@@ -48,3 +41,35 @@ def test_environment_variables_set_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     args = build_parser().parse_args(["serve", "gateway"])
     assert args.metrics_port == 9999
     assert args.retrieval_addr == "retrieval:1"
+
+
+def test_gateway_has_no_model_flags() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "gateway", "--workers", "4"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False), ("", False)],
+)
+def test_on_off_flags_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("RECSERVE_FORCE_INDEX", value)
+    assert build_parser().parse_args(["serve", "retrieval"]).force_index is expected
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert build_parser().parse_args(["serve", "ranking", "--log-level", "DEBUG"]).log_level == (
+        "debug"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "ranking", "--log-level", "loud"])
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "gateway", "--help"])
+    shown = capsys.readouterr().out
+    for default in ("(default: 50051)", "(default: 127.0.0.1:50052)", "(default: 100)"):
+        assert default in shown, default
