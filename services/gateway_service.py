@@ -231,6 +231,13 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
             logger.warning(
                 "retrieval failed", extra=log_fields(code=err.code().name, details=err.details())
             )
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # Out of time, not out of service: UNAVAILABLE would tell the client to retry
+                # elsewhere; a larger deadline is what helps.
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"retrieval stage ran out of its share of the deadline ({err.details()})",
+                )
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"retrieval stage unavailable ({err.code().name}): {err.details()}",

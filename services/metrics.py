@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -71,10 +72,35 @@ def stop_metrics_http(httpd: Any | None) -> None:
         httpd.server_close()
 
 
-class MetricsInterceptor(aio.ServerInterceptor):
-    """Counts and times every unary call and turns unexpected exceptions into a clean INTERNAL.
+class MalformedRequest:
+    """What a request body that does not parse (corrupt wire format, bad UTF-8 in a string
+    field) becomes, so that the call is answered INVALID_ARGUMENT instead of grpc's UNKNOWN."""
 
-    User mistakes never reach this path: handlers abort with INVALID_ARGUMENT etc. themselves.
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc))
+
+    return parse
+
+
+class MetricsInterceptor(aio.ServerInterceptor):
+    """Counts and times every unary call, answers a request that does not parse with
+    INVALID_ARGUMENT, and turns unexpected exceptions into a clean INTERNAL.
+
+    User mistakes never reach the INTERNAL path: handlers abort with INVALID_ARGUMENT etc.
+    themselves.
     """
 
     def __init__(self, service: str) -> None:
@@ -97,7 +123,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
             return handler
         instrumented = grpc.unary_unary_rpc_method_handler(
             self._wrap(full_method.rsplit("/", 1)[-1], handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._instrumented[full_method] = instrumented
@@ -113,6 +139,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             in_flight.inc()
             try:
+                if type(request) is MalformedRequest:
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    await context.abort(code, f"malformed {method} request: {request.reason}")
                 response = await behavior(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response

@@ -36,6 +36,8 @@ from services.executor import ModelExecutor
 from services.metrics import BATCH_SIZE, INLINE_CALLS, STAGE_LATENCY
 
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+# Two-tower scores are inner products of unit vectors; the slack covers float32 rounding.
+MAX_ABS_TWO_TOWER_SCORE = 1.001
 
 
 @dataclass
@@ -191,6 +193,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     def _query(self, request: ranking_pb2.RankRequest) -> RankQuery:
         """The request validated into scorer arguments (INVALID_ARGUMENT naming the field)."""
         cfg = self.config
+        validation.user_id(request.user_id, required=False)  # unused here; checked as everywhere
         candidates = validation.item_ids(
             request.candidate_item_ids, "candidate_item_ids", cfg.max_candidates
         )
@@ -208,6 +211,13 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
             scores = np.asarray(request.candidate_scores, dtype=np.float32)
             if not np.isfinite(scores).all():
                 raise InvalidArgument("candidate_scores", "must be finite numbers")
+            # Inner products of unit vectors: anything else is not what the ranker was
+            # trained on, and far outside it the ranker's logits overflow.
+            if np.abs(scores).max() > MAX_ABS_TWO_TOWER_SCORE:
+                raise InvalidArgument(
+                    "candidate_scores",
+                    "must be two-tower scores in [-1, 1] (RetrieveResponse.two_tower_scores)",
+                )
         if request.num_items < 0:
             raise InvalidArgument("num_items", f"must be >= 0, got {request.num_items}")
         if validation.has_duplicates(candidates):

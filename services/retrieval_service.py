@@ -12,6 +12,7 @@ import numpy as np
 from grpc import aio
 
 from recdata.artifacts import read_manifest, require_component, resolve_version
+from recdata.items import ItemTable, price_buckets
 from recsys.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.batch import RetrievalQuery, enable_faiss_blas_for_batches, retrieve_grouped
 from retrieval.index_quality import (
@@ -120,35 +121,43 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             batch = [RetrievalQuery(probe[: i + 1], self.config.default_k) for i in range(4)]
             await self._executor.run(lambda: retrieve_grouped([(retriever, q) for q in batch]))
         async with self._catalog_lock:  # no change can slip between replay and swap
-            if self._changes:
-                retriever = await self._executor.run(
-                    lambda: self._replay(retriever, manifest["version"])
+            changes = self._changes
+            if changes:
+                retriever, changes = await self._executor.run(
+                    lambda: self._replay(retriever, self._changes)
                 )
+            # Both or neither: a load cancelled before this line (the caller's deadline)
+            # leaves the serving version and the remembered changes as they were.
             self.loaded = (retriever, manifest["version"])
+            self._changes = changes
         return manifest["version"]
 
-    def _replay(self, retriever: Retriever, version: str) -> Retriever:
-        # A version built after a change (version names start with their UTC build time)
-        # already reflects it when it holds the upserted id, or lacks the deleted one: the
-        # change is folded in and forgotten, which frees live capacity after a retrain. A
-        # reload of the same or an older version re-applies everything.
-        ids = np.fromiter(self._changes, np.int64, len(self._changes))
-        _, in_base = retriever.items.rows_of(ids)
-        for item_id, known in zip(ids.tolist(), in_base.tolist(), strict=True):
-            content, made_on = self._changes[item_id]
-            if version > made_on and (content is not None) == known:
-                del self._changes[item_id]
-        upserts = [c for c, _ in self._changes.values() if c is not None]
-        deletes = [i for i, (c, _) in self._changes.items() if c is None]
+    def _replay(
+        self, retriever: Retriever, changes: dict[int, tuple[ItemContent | None, str]]
+    ) -> tuple[Retriever, dict[int, tuple[ItemContent | None, str]]]:
+        """`retriever` with the remembered changes applied, and the changes still to
+        remember. A change the new version already holds — the deleted id absent, the
+        upserted item present with the same title, category, brand and price bucket (all the
+        item tower reads) — is folded in and forgotten, which frees live capacity after a
+        retrain; every other change is re-applied, whatever the versions' order."""
+        pending = {
+            item_id: change
+            for item_id, change in changes.items()
+            if not _holds(retriever.items, item_id, change[0])
+        }
+        upserts = [c for c, _ in pending.values() if c is not None]
+        deletes = [i for i, (c, _) in pending.items() if c is None]
         if upserts:
             retriever, _ = upsert_items(retriever, upserts, self.config.max_live_items)
         if deletes:
             retriever, _ = delete_items(retriever, deletes)
         logger.info(
             "live catalogue re-applied",
-            extra=log_fields(upserted=len(upserts), deleted=len(deletes)),
+            extra=log_fields(
+                upserted=len(upserts), deleted=len(deletes), folded_in=len(changes) - len(pending)
+            ),
         )
-        return retriever
+        return retriever, pending
 
     async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
         contents = [ItemContent(e.item_id, e.title, e.category, e.brand, e.price) for e in entries]
@@ -208,6 +217,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         retriever, version = self.loaded
         cfg = self.config
         k = validation.count(request.k, "k", cfg.default_k, cfg.max_k)
+        validation.user_id(request.user_id, required=False)  # unused here; checked as everywhere
         recent = validation.item_ids(
             request.recent_item_ids, "recent_item_ids", cfg.max_recent_items
         )
@@ -240,3 +250,19 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             exhausted=result.exhausted,
             two_tower_scores=np.asarray(result.two_tower_scores, np.float32).tolist(),
         )
+
+
+def _holds(items: ItemTable, item_id: int, content: ItemContent | None) -> bool:
+    """Whether a version's own catalogue already reflects a live change: a delete (None)
+    when the id is absent, an upsert when the item is there with the same content."""
+    rows, known = items.rows_of(np.array([item_id], np.int64))
+    if content is None or not known[0]:
+        return content is None and not known[0]
+    row = int(rows[0])
+    bucket = int(price_buckets(np.array([content.price], np.float64), items.price_edges)[0])
+    return (
+        items.titles[row] == content.title
+        and items.category_names[items.categories[row]] == content.category
+        and items.brand_names[items.brands[row]] == content.brand
+        and int(items.price_buckets[row]) == bucket
+    )

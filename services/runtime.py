@@ -34,6 +34,12 @@ from services.reflection import enable_reflection
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The same limits on the traffic and the admin port: an upsert one port accepts, the other
+# accepts too.
+MESSAGE_LIMITS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 class ServiceApp(Protocol):
@@ -88,11 +94,7 @@ class ModelServer:
         self._health = health.aio.HealthServicer()
         self._server = aio.server(
             interceptors=[MetricsInterceptor(app.name)],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 1 if options.reuse_port else 0),
-            ],
+            options=[*MESSAGE_LIMITS, ("grpc.so_reuseport", 1 if options.reuse_port else 0)],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._metrics_httpd: Any = None
@@ -164,7 +166,9 @@ class ModelServer:
 
     async def _start_admin_server(self) -> None:
         """Operator RPCs on their own port, so they can be firewalled apart from traffic."""
-        admin = aio.server(interceptors=[MetricsInterceptor(self.app.name + "-admin")])
+        admin = aio.server(
+            interceptors=[MetricsInterceptor(self.app.name + "-admin")], options=MESSAGE_LIMITS
+        )
         enable_reflection(admin, self._register_admin(admin))
         address = f"{self.options.host}:{self.options.admin_port}"
         self.admin_port = admin.add_insecure_port(address)

@@ -47,9 +47,11 @@ def has_duplicates(ids: np.ndarray) -> bool:
     return bool((ordered[1:] == ordered[:-1]).any())
 
 
-def user_id(value: str, field: str = "user_id") -> str:
+def user_id(value: str, field: str = "user_id", required: bool = True) -> str:
     if not value:
-        raise InvalidArgument(field, "must be non-empty")
+        if required:
+            raise InvalidArgument(field, "must be non-empty")
+        return value
     if len(value) > MAX_USER_ID_LENGTH:
         raise InvalidArgument(field, f"at most {MAX_USER_ID_LENGTH} characters")
     if not value.isprintable():

@@ -19,6 +19,7 @@ from recsys.v1 import (
     admin_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
+    common_pb2,
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
@@ -144,9 +145,20 @@ def test_admin_is_off_unless_asked(two_versions: tuple[Path, Path]) -> None:
         cluster.close()
 
 
-def test_a_newer_version_folds_in_live_changes(two_versions: tuple[Path, Path]) -> None:
-    """Live items count against --max-live-items until a version built after them is
-    loaded: then the ones it holds are folded in and the capacity is free again."""
+def _catalog_item(row: dict) -> catalog_pb2.CatalogItem:
+    return catalog_pb2.CatalogItem(
+        item_id=row["item_id"],
+        title=row["title"],
+        category=row["category"],
+        brand=row["brand"],
+        price=row["price"],
+    )
+
+
+def test_a_version_holding_a_live_change_folds_it_in(two_versions: tuple[Path, Path]) -> None:
+    """Live items count against --max-live-items until a version that holds them (same
+    content) is loaded: then they are folded in and the capacity is free again; a version
+    that does not hold them gets them re-applied."""
     first, _ = two_versions
     cluster = Cluster()
     try:
@@ -155,19 +167,51 @@ def test_a_newer_version_folds_in_live_changes(two_versions: tuple[Path, Path]) 
         channel = grpc.insecure_channel(cluster.address("retrieval"))
         catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
 
-        def upsert(item_id: int) -> catalog_pb2.UpsertItemsResponse:
-            item = catalog_pb2.CatalogItem(item_id=item_id, title="new lamp", category="lamps")
+        def upsert(item: catalog_pb2.CatalogItem) -> catalog_pb2.UpsertItemsResponse:
             return catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=10)
 
-        assert upsert(100005).live_items == 1  # an item both versions hold, changed live
+        # Item 100005 as the second version's data has it, changed live on the first.
+        as_in_second = generate(800, 300, seed=12).items.iloc[5].to_dict()
+        as_in_first = generate(800, 300, seed=11).items.iloc[5].to_dict()
+        assert as_in_second["item_id"] == 100005 and as_in_second["title"] != as_in_first["title"]
+        another = catalog_pb2.CatalogItem(item_id=100006, title="new lamp", category="lamps")
+        assert upsert(_catalog_item(as_in_second)).live_items == 1
         with pytest.raises(grpc.RpcError) as info:
-            upsert(100006)
+            upsert(another)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
         admin.ReloadModel(admin_pb2.ReloadModelRequest(version=first.name), timeout=60)
-        with pytest.raises(grpc.RpcError):  # the same version: the change is re-applied
-            upsert(100006)
+        with pytest.raises(grpc.RpcError):  # the first version lacks it: re-applied
+            upsert(another)
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)  # LATEST holds it
+        assert upsert(another).live_items == 1
+    finally:
+        cluster.close()
+
+
+def test_a_newer_version_keeps_a_change_it_does_not_hold(
+    two_versions: tuple[Path, Path],
+) -> None:
+    """A live change to an item the newer version also has, but with other content, is
+    re-applied on the newer version (it was not trained in)."""
+    first, _ = two_versions
+    cluster = Cluster()
+    try:
+        cluster.start("retrieval", RetrievalApp(RetrievalConfig(first)), admin_port=0)
+        channel = grpc.insecure_channel(cluster.address("retrieval"))
+        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        drone = catalog_pb2.CatalogItem(item_id=100005, title="scout drone", category="drones")
+        catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[drone]), timeout=10)
+        admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
         admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)  # LATEST, built later
-        assert upsert(100006).live_items == 1
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        response = stub.Retrieve(
+            retrieval_pb2.RetrieveRequest(
+                user_id="u", k=5, filter=common_pb2.ItemFilter(include_categories=["drones"])
+            ),
+            timeout=10,
+        )
+        assert list(response.item_ids) == [100005]
+        assert response.model_version != first.name
     finally:
         cluster.close()

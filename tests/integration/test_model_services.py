@@ -137,12 +137,22 @@ def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "candidate_item_ids",
         ),
+        (  # far outside [-1, 1] the ranker's logits overflow (NaN scores once returned OK)
+            {"candidate_item_ids": [100001, 100002], "candidate_scores": [1e15, -1e15]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "candidate_scores",
+        ),
+        (
+            {"candidate_item_ids": [100001], "user_id": "u" * 257},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "user_id",
+        ),
     ],
 )
 def test_rank_bad_input(stages: Cluster, fields: dict, code: grpc.StatusCode, needle: str) -> None:
     stub = _stub(stages, "ranking", ranking_pb2_grpc.RankingServiceStub)
     with pytest.raises(grpc.RpcError) as info:
-        stub.Rank(ranking_pb2.RankRequest(user_id="u1", **fields), timeout=10)
+        stub.Rank(ranking_pb2.RankRequest(**{"user_id": "u1", **fields}), timeout=10)
     assert info.value.code() == code
     assert needle in info.value.details()
 
@@ -208,3 +218,24 @@ def test_get_item_tags_reports_unknown_ids(stages: Cluster, items: ItemTable) ->
     assert [i.item_id for i in response.items] == known
     assert list(response.unknown_item_ids) == [987_654_321]
     assert all(len(i.tags) <= 2 for i in response.items)
+
+
+@pytest.mark.parametrize(
+    ("service", "method"),
+    [
+        ("retrieval", "/recsys.v1.RetrievalService/Retrieve"),
+        ("ranking", "/recsys.v1.RankingService/Rank"),
+        ("tagging", "/recsys.v1.TaggingService/GenerateTags"),
+    ],
+)
+@pytest.mark.parametrize("body", [b"\x0a\x02\xff\xfe", b"\xff\xff\xff"])
+def test_a_request_that_does_not_parse_is_invalid_argument(
+    stages: Cluster, service: str, method: str, body: bytes
+) -> None:
+    """Bad UTF-8 in a string field, or a corrupt wire format: INVALID_ARGUMENT, not UNKNOWN."""
+    with grpc.insecure_channel(stages.address(service)) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            call(body, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed" in info.value.details()

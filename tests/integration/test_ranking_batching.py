@@ -46,7 +46,7 @@ def _requests(artifacts: Path, count: int) -> list[ranking_pb2.RankRequest]:
                 user_id=str(user),
                 recent_item_ids=users.recent_items(user)[-(3 + i) :].tolist(),
                 candidate_item_ids=cands.tolist(),
-                candidate_scores=rng.standard_normal(len(cands)).tolist() if i % 2 else [],
+                candidate_scores=rng.uniform(-1, 1, len(cands)).tolist() if i % 2 else [],
                 num_items=[10, 0, 2, 25][i % 4],
             )
         )
