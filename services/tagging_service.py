@@ -28,7 +28,7 @@ from grpc import aio
 from recdata.artifacts import read_manifest, require_component, resolve_version
 from recsys.v1 import common_pb2, tagging_pb2, tagging_pb2_grpc
 from services import validation
-from services.batching import MicroBatcher, deadline_from_remaining
+from services.batching import MicroBatcher, Overloaded, deadline_from_remaining
 from services.catalog import MAX_DELETE_IDS, CatalogEntry, DeleteResult, UpsertResult
 from services.errors import FailedPrecondition, InvalidArgument, NotReady, grpc_errors
 from services.executor import ModelExecutor
@@ -58,6 +58,10 @@ class TaggingConfig:
     batch_item_limit: int = 8
     batch_wait_ms: float = 2.0
     batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
+    # Products of the big calls (above batch_item_limit) queued for the model threads at
+    # once; past it RESOURCE_EXHAUSTED at once, so a flood of big calls cannot queue seconds
+    # of work ahead of the small ones (1024: about 0.6 s on 2 threads of this machine).
+    max_direct_texts: int = 1024
 
 
 class ProductItem(Protocol):
@@ -102,6 +106,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
         self._deleted: set[int] = set()
         self._catalog_lock = asyncio.Lock()
         self.catalog_backend = TaggingCatalog(self)
+        self._direct_texts = 0  # products of big calls queued or running (see max_direct_texts)
         self._batcher: MicroBatcher | None = None
         if config.batching:
             self._batcher = MicroBatcher(
@@ -207,6 +212,12 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
             seen.add(item_id)
             self._checked_text(f"items[{i}]", item.title, item.description, item.category)
             checked.append(CatalogItem(item_id, item.title, item.description, item.category))
+        # Shielded: once tagging starts it changes the served catalogue in place, so the
+        # bookkeeping that a reload re-applies must follow even if the caller gives up
+        # (its deadline); the change is then applied and remembered, never only one of them.
+        return await asyncio.shield(self._upsert_checked(checked))
+
+    async def _upsert_checked(self, checked: list[CatalogItem]) -> list[TagPairs]:
         async with self._catalog_lock:
             tagger, catalog, _ = self._ready()  # the version current now, not at the call
             ids = await self._tag_into(tagger, catalog, checked)
@@ -259,7 +270,16 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
                 (tagger, query), deadline_from_remaining(context.time_remaining())
             )
         else:
-            predictions = await self._executor.run(lambda: tag_grouped([(tagger, query)])[0])
+            if self._direct_texts and self._direct_texts + len(texts) > cfg.max_direct_texts:
+                raise Overloaded(
+                    f"{self._direct_texts} products of other calls already queued "
+                    f"(limit {cfg.max_direct_texts}); retry later or send smaller calls"
+                )
+            self._direct_texts += len(texts)
+            try:
+                predictions = await self._executor.run(lambda: tag_grouped([(tagger, query)])[0])
+            finally:
+                self._direct_texts -= len(texts)
             if isinstance(predictions, Exception):
                 raise predictions
         self._timing.observe(time.perf_counter() - started)

@@ -5,6 +5,8 @@ artifact served end to end."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +17,14 @@ import pytest
 from pipeline.train import TrainingConfig, train_all
 from recdata.schema import Dataset
 from recdata.synthetic import generate
-from recsys.v1 import tagging_pb2, tagging_pb2_grpc
+from recsys.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
 from services.errors import InvalidArgument
 from services.tagging_service import CatalogItem, TaggingApp, TaggingConfig
 from tagging.catalog_tags import CatalogTags
@@ -177,5 +186,78 @@ def test_a_minilm_artifact_is_served(minilm_artifacts: Path) -> None:
         [tags] = c.run(app.upsert_items([CatalogItem(NEW_ITEM, "waterproof rain jacket")]))
         got = stub.GetItemTags(tagging_pb2.GetItemTagsRequest(item_ids=[NEW_ITEM], max_tags=8))
         assert [t.name for t in got.items[0].tags] == [n for n, _ in tags]
+    finally:
+        c.close()
+
+
+def test_big_calls_past_the_queued_product_limit_are_refused(artifacts: Path) -> None:
+    """Calls above batch_item_limit go straight to the model threads; past
+    max_direct_texts products queued there, RESOURCE_EXHAUSTED at once (not seconds of
+    queue ahead of the small calls)."""
+    app = TaggingApp(TaggingConfig(artifacts, workers=1, max_direct_texts=16))
+    c = Cluster()
+    try:
+        c.start("tagging", app)
+        stub = _stub(c, "tagging")
+        big = tagging_pb2.GenerateTagsRequest(
+            items=[tagging_pb2.ProductText(title=f"walnut desk lamp {i}") for i in range(12)]
+        )
+        release = threading.Event()
+        held = app._executor.pool.submit(release.wait, 60)  # the one model thread, busy
+        try:
+            first = stub.GenerateTags.future(big, timeout=60)
+            queued = time.monotonic() + 30
+            while app._direct_texts < 12:  # the first call's products are queued
+                assert time.monotonic() < queued, "first call never reached the queue"
+                time.sleep(0.01)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GenerateTags(big, timeout=10)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queued" in info.value.details()
+        finally:
+            release.set()
+            held.result(timeout=10)
+        assert len(first.result(timeout=60).results) == 12
+        assert app._direct_texts == 0
+        assert len(stub.GenerateTags(big, timeout=60).results) == 12  # free again
+    finally:
+        c.close()
+
+
+def test_an_upsert_past_its_deadline_is_applied_and_survives_a_reload(artifacts: Path) -> None:
+    """Once tagging an upsert has started it changes the served catalogue; a caller whose
+    deadline passes meanwhile gets DEADLINE_EXCEEDED, and the items are then served *and*
+    remembered (re-applied by a reload), never served and forgotten."""
+    app = TaggingApp(TaggingConfig(artifacts, workers=1))
+    c = Cluster()
+    try:
+        c.start("tagging", app, admin_port=0)
+        channel = grpc.insecure_channel(c.address("tagging"))
+        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        stub = tagging_pb2_grpc.TaggingServiceStub(channel)
+        item = catalog_pb2.CatalogItem(
+            item_id=990_001, title="Walnut Desk Lamp", category="lamps", description="warm"
+        )
+        release = threading.Event()
+        held = app._executor.pool.submit(release.wait, 60)  # the upsert waits for the thread
+        try:
+            with pytest.raises(grpc.RpcError) as info:
+                catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=0.5)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            release.set()
+            held.result(timeout=10)
+
+        def known() -> bool:
+            lookup = stub.GetItemTags(tagging_pb2.GetItemTagsRequest(item_ids=[990_001]))
+            return not lookup.unknown_item_ids
+
+        applied = time.monotonic() + 30
+        while not known():  # the shielded upsert finishes once the thread is free
+            assert time.monotonic() < applied, "the upsert was never applied"
+            time.sleep(0.01)
+        admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)
+        assert known()
     finally:
         c.close()
