@@ -28,6 +28,11 @@ class ArtifactError(RuntimeError):
     """The artifact directory is missing, incomplete or from an incompatible version."""
 
 
+class ArtifactNotFound(ArtifactError):
+    """No such version (or no LATEST): nothing at the path, as opposed to a version that is
+    there but cannot be served."""
+
+
 def data_fingerprint(items: pd.DataFrame, interactions: pd.DataFrame) -> str:
     digest = hashlib.sha256()
     for frame in (items[["item_id"]], interactions[["user_id", "item_id", "timestamp"]]):
@@ -42,13 +47,13 @@ def resolve(path: str | Path) -> Path:
         return path
     latest = path / LATEST
     if not latest.is_file():
-        raise ArtifactError(
+        raise ArtifactNotFound(
             f"no artifacts at {path}: expected {path / LATEST} or {path / MANIFEST}; "
             f"train first with `recserve train --artifacts {path}`"
         )
     version_dir = path / latest.read_text().strip()
     if not (version_dir / MANIFEST).is_file():
-        raise ArtifactError(f"{latest} names {version_dir.name}, which has no {MANIFEST}")
+        raise ArtifactNotFound(f"{latest} names {version_dir.name}, which has no {MANIFEST}")
     return version_dir
 
 
@@ -68,8 +73,12 @@ def resolve_version(path: str | Path, version: str | None) -> Path:
         raise ArtifactError(f"version must be a directory name, got {version!r}")
     root = artifact_root(path)
     version_dir = root / version
-    if not (version_dir / MANIFEST).is_file():
-        raise ArtifactError(f"no artifact version {version!r} under {root}")
+    try:
+        present = (version_dir / MANIFEST).is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ArtifactNotFound(f"no artifact version {version!r} under {root} ({exc})") from exc
+    if not present:
+        raise ArtifactNotFound(f"no artifact version {version!r} under {root}")
     return version_dir
 
 
@@ -79,7 +88,12 @@ def latest_version(path: str | Path) -> str:
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:
-    manifest = json.loads((version_dir / MANIFEST).read_text())
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{version_dir / MANIFEST} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("version"), str):
+        raise ArtifactError(f"{version_dir / MANIFEST} is not a manifest (no version name)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{version_dir} has artifact format {manifest.get('format_version')}, "

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from grpc import aio
 
-from recdata.artifacts import ArtifactError, latest_version
+from recdata.artifacts import ArtifactError, ArtifactNotFound, latest_version
 from recsys.v1 import admin_pb2, admin_pb2_grpc
 from services.errors import FailedPrecondition, InvalidArgument, NotFound, grpc_errors
 from services.logs import log_fields
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
+MAX_VERSION_NAME = 200  # version names are a timestamp and a hash, ~25 characters
 
 
 class ModelAdmin(admin_pb2_grpc.ModelAdminServiceServicer):
@@ -31,13 +32,25 @@ class ModelAdmin(admin_pb2_grpc.ModelAdminServiceServicer):
     async def ReloadModel(
         self, request: admin_pb2.ReloadModelRequest, context: aio.ServicerContext
     ) -> admin_pb2.ReloadModelResponse:
-        if request.version and ("/" in request.version or request.version in {".", ".."}):
-            raise InvalidArgument("version", "must be a version directory name")
+        name = request.version
+        if name and (
+            "/" in name
+            or name in {".", ".."}
+            or len(name) > MAX_VERSION_NAME
+            or not name.isprintable()
+        ):
+            raise InvalidArgument(
+                "version",
+                f"must be a version directory name (at most {MAX_VERSION_NAME} printable "
+                "characters, no '/')",
+            )
         try:
-            version = request.version or latest_version(self._server.app.config.artifacts)
+            version = name or latest_version(self._server.app.config.artifacts)
             previous, current, seconds = await self._server.reload(version)
-        except ArtifactError as exc:  # no such version, or an incomplete one
+        except ArtifactNotFound as exc:  # no such version
             raise NotFound(str(exc)) from exc
+        except ArtifactError as exc:  # there, but incomplete or of another format
+            raise FailedPrecondition(f"{exc}; the previous version is still serving") from exc
         except (FailedPrecondition, NotFound):
             raise
         except Exception as exc:  # corrupt files, incompatible schema …: the old one serves on

@@ -92,7 +92,7 @@ def entries_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Catalo
             )
         if len(item.tags) > MAX_TAGS_PER_ITEM:
             raise InvalidArgument(f"{where}.tags", f"at most {MAX_TAGS_PER_ITEM} tags")
-        validation.categories(list(item.tags), f"{where}.tags", MAX_TAGS_PER_ITEM)
+        validation.categories(list(item.tags), f"{where}.tags", MAX_TAGS_PER_ITEM, "tag")
         entries.append(
             CatalogEntry(
                 item.item_id,

@@ -167,6 +167,14 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
 
     def _history(self, data: GatewayData, user_id: str, recent: np.ndarray) -> np.ndarray:
         stored = data.users.recent_items(user_id)
+        if len(recent):
+            # Session ids the catalogue does not know are ignored downstream anyway; dropped
+            # here, so that they cannot push the user's stored history out of the window.
+            _, known = data.items.rows_of(recent)
+            if not known.all() and self.live_items:
+                unknown = np.flatnonzero(~known)
+                known[unknown] = [int(i) in self.live_items for i in recent[unknown]]
+            recent = recent[known]
         merged = np.concatenate([stored, recent]) if len(recent) else stored
         return merged[-self.config.history_length :]
 

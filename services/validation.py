@@ -59,10 +59,15 @@ def user_id(value: str, field: str = "user_id", required: bool = True) -> str:
     return value
 
 
-def categories(values: Sequence[str], field: str, max_length: int = 100) -> list[str]:
+def categories(
+    values: Sequence[str], field: str, max_length: int = 100, what: str = "category"
+) -> list[str]:
+    """Names (categories, tags): at most `max_length` of them, each 1..256 characters."""
     if len(values) > max_length:
-        raise InvalidArgument(field, f"at most {max_length} categories, got {len(values)}")
+        raise InvalidArgument(field, f"at most {max_length} {what} names, got {len(values)}")
     for value in values:
         if not value or len(value) > MAX_CATEGORY_LENGTH:
-            raise InvalidArgument(field, "category names must be 1..256 characters")
+            raise InvalidArgument(
+                field, f"{what} names must be 1..{MAX_CATEGORY_LENGTH} characters"
+            )
     return list(values)

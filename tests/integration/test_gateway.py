@@ -129,6 +129,18 @@ def test_session_items_personalise_an_unknown_user(
     assert not {item.item_id for item in response.items} & set(recent)
 
 
+def test_unknown_session_items_do_not_push_out_the_stored_history(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, artifacts: Path
+) -> None:
+    users = UserHistoryStore.load(artifacts / "users")
+    user = next(u for u in users.user_ids() if len(users.recent_items(u)) >= 3)
+    plain = recommend(gateway, user_id=user, num_items=10)
+    unknown = list(range(900_000_001, 900_000_061))  # more than the history window
+    with_unknown = recommend(gateway, user_id=user, num_items=10, recent_item_ids=unknown)
+    assert not with_unknown.cold_start
+    assert [i.item_id for i in with_unknown.items] == [i.item_id for i in plain.items]
+
+
 @pytest.mark.parametrize(
     ("fields", "field_name"),
     [

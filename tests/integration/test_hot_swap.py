@@ -130,6 +130,36 @@ def test_reload_of_a_missing_version_keeps_serving(
     assert response.model_version == first.name
 
 
+@pytest.mark.parametrize(
+    ("name", "manifest", "code"),
+    [
+        ("v" * 300, None, grpc.StatusCode.INVALID_ARGUMENT),  # longer than a file name may be
+        ("bad\u0007bell", None, grpc.StatusCode.INVALID_ARGUMENT),
+        ("other-format", '{"format_version": 99, "version": "other-format"}', "FAILED"),
+        ("not-a-manifest", "[1, 2]", "FAILED"),
+        ("broken-json", "{", "FAILED"),
+    ],
+)
+def test_reload_of_a_bad_version_says_why(
+    server: Cluster, two_versions: tuple[Path, Path], name: str, manifest: str | None, code: object
+) -> None:
+    """A bad name is INVALID_ARGUMENT; a version that is there but cannot be served is
+    FAILED_PRECONDITION with the reason; either way the old version keeps serving."""
+    first, _ = two_versions
+    if manifest is not None:
+        (first.parent / name).mkdir(exist_ok=True)
+        (first.parent / name / "manifest.json").write_text(manifest)
+    channel = grpc.insecure_channel(server.address("retrieval"))
+    admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(version=name), timeout=10)
+    expected = grpc.StatusCode.FAILED_PRECONDITION if code == "FAILED" else code
+    assert info.value.code() == expected, info.value.details()
+    assert len(info.value.details()) < 1000
+    status = admin.GetModelStatus(admin_pb2.GetModelStatusRequest(), timeout=5)
+    assert status.version == first.name
+
+
 def test_admin_is_off_unless_asked(two_versions: tuple[Path, Path]) -> None:
     first, _ = two_versions
     cluster = Cluster()
