@@ -314,6 +314,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
             ranking_degraded=ranking_degraded,
             tagging_degraded=tagging_degraded,
             cold_start=candidates.cold_start,
+            exhausted=candidates.exhausted and len(top_ids) < num_items,
             timings=stages.timings,
             user_interest_tags=_interests(interest_ids, item_tags),
         )

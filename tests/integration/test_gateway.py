@@ -109,6 +109,22 @@ def test_category_filters_are_respected(
     response = recommend(gateway, user_id="u000003", num_items=15, include_categories=wanted)
     assert len(response.items) == 15
     assert {item.category for item in response.items} <= set(wanted)
+    assert not response.exhausted
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"include_categories": ["no-such-category"]},
+        {"include_categories": ["x"], "exclude_categories": ["x"]},
+    ],
+)
+def test_a_filter_nothing_matches_says_exhausted(
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, filters: dict
+) -> None:
+    response = recommend(gateway, user_id="u000003", num_items=5, **filters)
+    assert len(response.items) == 0
+    assert response.exhausted
 
 
 def test_unknown_user_is_a_cold_start_not_an_error(

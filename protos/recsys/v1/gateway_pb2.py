@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import common_pb2 as recsys_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/gateway.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\xbb\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\x03\x12\x11\n\tnum_items\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\x03\x12\x1a\n\x12include_categories\x18\x05 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x06 \x03(\t\x12\x18\n\x10\x61llow_seen_items\x18\x07 \x01(\x08\"\x85\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x1c\n\x04tags\x18\x05 \x03(\x0b\x32\x0e.recsys.v1.Tag\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x02\"\xda\x02\n\x11RecommendResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.RecommendedItem\x12G\n\x0emodel_versions\x18\x02 \x03(\x0b\x32/.recsys.v1.RecommendResponse.ModelVersionsEntry\x12\x18\n\x10ranking_degraded\x18\x03 \x01(\x08\x12\x18\n\x10tagging_degraded\x18\x04 \x01(\x08\x12\x12\n\ncold_start\x18\x05 \x01(\x08\x12\'\n\x07timings\x18\x06 \x03(\x0b\x32\x16.recsys.v1.StageTiming\x12*\n\x12user_interest_tags\x18\x07 \x03(\x0b\x32\x0e.recsys.v1.Tag\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32_\n\x15RecommendationService\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/gateway.proto\x12\trecsys.v1\x1a\x16recsys/v1/common.proto\"\xbb\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\x03\x12\x11\n\tnum_items\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\x03\x12\x1a\n\x12include_categories\x18\x05 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x06 \x03(\t\x12\x18\n\x10\x61llow_seen_items\x18\x07 \x01(\x08\"\x85\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x1c\n\x04tags\x18\x05 \x03(\x0b\x32\x0e.recsys.v1.Tag\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\"2\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x02 \x01(\x02\"\xed\x02\n\x11RecommendResponse\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.recsys.v1.RecommendedItem\x12G\n\x0emodel_versions\x18\x02 \x03(\x0b\x32/.recsys.v1.RecommendResponse.ModelVersionsEntry\x12\x18\n\x10ranking_degraded\x18\x03 \x01(\x08\x12\x18\n\x10tagging_degraded\x18\x04 \x01(\x08\x12\x12\n\ncold_start\x18\x05 \x01(\x08\x12\'\n\x07timings\x18\x06 \x03(\x0b\x32\x16.recsys.v1.StageTiming\x12*\n\x12user_interest_tags\x18\x07 \x03(\x0b\x32\x0e.recsys.v1.Tag\x12\x11\n\texhausted\x18\x08 \x01(\x08\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32_\n\x15RecommendationService\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponseBQ\n\x15io.recserve.recsys.v1P\x01Z6github.com/recserve/recserve/gen/go/recsys/v1;recsysv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,9 +42,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGETIMING']._serialized_start=388
   _globals['_STAGETIMING']._serialized_end=438
   _globals['_RECOMMENDRESPONSE']._serialized_start=441
-  _globals['_RECOMMENDRESPONSE']._serialized_end=787
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_start=735
-  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_end=787
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=789
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=884
+  _globals['_RECOMMENDRESPONSE']._serialized_end=806
+  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_start=754
+  _globals['_RECOMMENDRESPONSE_MODELVERSIONSENTRY']._serialized_end=806
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=808
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=903
 # @@protoc_insertion_point(module_scope)

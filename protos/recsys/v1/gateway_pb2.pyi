@@ -50,7 +50,7 @@ class StageTiming(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., milliseconds: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_versions", "ranking_degraded", "tagging_degraded", "cold_start", "timings", "user_interest_tags")
+    __slots__ = ("items", "model_versions", "ranking_degraded", "tagging_degraded", "cold_start", "timings", "user_interest_tags", "exhausted")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class RecommendResponse(_message.Message):
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     USER_INTEREST_TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     model_versions: _containers.ScalarMap[str, str]
     ranking_degraded: bool
@@ -72,4 +73,5 @@ class RecommendResponse(_message.Message):
     cold_start: bool
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
     user_interest_tags: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tag]
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., ranking_degraded: _Optional[bool] = ..., tagging_degraded: _Optional[bool] = ..., cold_start: _Optional[bool] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., user_interest_tags: _Optional[_Iterable[_Union[_common_pb2.Tag, _Mapping]]] = ...) -> None: ...
+    exhausted: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., ranking_degraded: _Optional[bool] = ..., tagging_degraded: _Optional[bool] = ..., cold_start: _Optional[bool] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., user_interest_tags: _Optional[_Iterable[_Union[_common_pb2.Tag, _Mapping]]] = ..., exhausted: _Optional[bool] = ...) -> None: ...
