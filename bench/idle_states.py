@@ -120,7 +120,7 @@ def compare(
         print(
             f"| {label} | {name} | {statistics.median(i for i, _ in pairs):.2f} | "
             f"{statistics.median(s for _, s in pairs):.2f} | "
-            f"+{statistics.median(differences):.2f} "
+            f"{statistics.median(differences):+.2f} "
             f"({min(differences):+.2f} to {max(differences):+.2f}) |"
         )
     sys.stdout.flush()

@@ -90,8 +90,6 @@ def entries_from_request(request: catalog_pb2.UpsertItemsRequest) -> list[Catalo
             raise InvalidArgument(
                 f"{where}.price", f"must be a finite number >= 0, got {item.price}"
             )
-        if len(item.tags) > MAX_TAGS_PER_ITEM:
-            raise InvalidArgument(f"{where}.tags", f"at most {MAX_TAGS_PER_ITEM} tags")
         validation.categories(list(item.tags), f"{where}.tags", MAX_TAGS_PER_ITEM, "tag")
         entries.append(
             CatalogEntry(

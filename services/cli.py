@@ -24,6 +24,19 @@ def env(flag: str, default: Any) -> Any:
     return type(default)(value) if default is not None else value
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+def env_choice(flag: str, default: str, choices: list[str]) -> str:
+    """The default of a flag with choices from RECSERVE_<FLAG>, checked (argparse checks
+    only what is given on the command line)."""
+    value = str(env(flag, default)).lower()
+    if value not in choices:
+        variable = "RECSERVE_" + flag.upper().replace("-", "_")
+        raise SystemExit(f"recserve: {variable}={value!r}: choose from {', '.join(choices)}")
+    return value
+
+
 def env_flag(flag: str) -> bool:
     """The default of an on/off (store_true) flag from RECSERVE_<FLAG>."""
     value = os.environ.get("RECSERVE_" + flag.upper().replace("-", "_"), "")
@@ -31,7 +44,13 @@ def env_flag(flag: str) -> bool:
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` shows every flag's default, also for flags without a help text."""
+    """`--help` shows every flag's default, also for flags without a help text (none for
+    defaults None and False: those help texts say what leaving the flag out means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
     def _format_action(self, action: argparse.Action) -> str:
         if (
@@ -87,9 +106,9 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
     )
     p.add_argument(
         "--log-level",
-        default=env("log_level", "info"),
+        default=env_choice("log_level", "info", LOG_LEVELS),
         type=str.lower,
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
     )
 
 

@@ -89,7 +89,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     def parse(data: bytes) -> Any:
         try:
             return deserializer(data)
-        except DecodeError as exc:
+        except (DecodeError, UnicodeDecodeError) as exc:  # the latter: pure-Python protobuf
             return MalformedRequest(str(exc))
 
     return parse

@@ -123,8 +123,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         async with self._catalog_lock:  # no change can slip between replay and swap
             changes = self._changes
             if changes:
+                snapshot = dict(changes)  # a cancelled load releases the lock mid-replay
                 retriever, changes = await self._executor.run(
-                    lambda: self._replay(retriever, self._changes)
+                    lambda: self._replay(retriever, manifest["version"], snapshot)
                 )
             # Both or neither: a load cancelled before this line (the caller's deadline)
             # leaves the serving version and the remembered changes as they were.
@@ -133,18 +134,22 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         return manifest["version"]
 
     def _replay(
-        self, retriever: Retriever, changes: dict[int, tuple[ItemContent | None, str]]
+        self,
+        retriever: Retriever,
+        version: str,
+        changes: dict[int, tuple[ItemContent | None, str]],
     ) -> tuple[Retriever, dict[int, tuple[ItemContent | None, str]]]:
-        """`retriever` with the remembered changes applied, and the changes still to
-        remember. A change the new version already holds — the deleted id absent, the
-        upserted item present with the same title, category, brand and price bucket (all the
-        item tower reads) — is folded in and forgotten, which frees live capacity after a
-        retrain; every other change is re-applied, whatever the versions' order."""
-        pending = {
-            item_id: change
-            for item_id, change in changes.items()
-            if not _holds(retriever.items, item_id, change[0])
-        }
+        """`retriever` (of `version`) with the remembered changes applied, and the changes
+        still to remember. A change is folded in and forgotten — which frees live capacity
+        after a retrain — when the new version is newer than the one the change was made on
+        (version names start with their UTC build time) *and* already holds it: the deleted
+        id absent, the upserted item present with the same title, category, brand and price
+        bucket (all the item tower reads). Every other change is re-applied: a newer version
+        trained without it, and an older one (a rollback, after which a roll-forward must
+        still see the change)."""
+        newer = [i for i, (_, made_on) in changes.items() if version > made_on]
+        held = set(_held(retriever.items, [(i, changes[i][0]) for i in newer]))
+        pending = {i: change for i, change in changes.items() if i not in held}
         upserts = [c for c, _ in pending.values() if c is not None]
         deletes = [i for i, (c, _) in pending.items() if c is None]
         if upserts:
@@ -252,17 +257,30 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         )
 
 
-def _holds(items: ItemTable, item_id: int, content: ItemContent | None) -> bool:
-    """Whether a version's own catalogue already reflects a live change: a delete (None)
-    when the id is absent, an upsert when the item is there with the same content."""
-    rows, known = items.rows_of(np.array([item_id], np.int64))
-    if content is None or not known[0]:
-        return content is None and not known[0]
-    row = int(rows[0])
-    bucket = int(price_buckets(np.array([content.price], np.float64), items.price_edges)[0])
-    return (
-        items.titles[row] == content.title
-        and items.category_names[items.categories[row]] == content.category
-        and items.brand_names[items.brands[row]] == content.brand
-        and int(items.price_buckets[row]) == bucket
-    )
+def _held(items: ItemTable, changes: list[tuple[int, ItemContent | None]]) -> list[int]:
+    """The ids among `changes` that a version's own catalogue already reflects: a delete
+    (None) when the id is absent, an upsert when the item is there with the same content.
+    One vectorised look-up for all of them (a reload may replay up to --max-live-items)."""
+    if not changes:
+        return []
+    ids = np.array([i for i, _ in changes], np.int64)
+    rows, known = items.rows_of(ids)
+    prices = np.array([c.price if c is not None else 0.0 for _, c in changes], np.float64)
+    buckets = price_buckets(prices, items.price_edges)
+    held = []
+    for (item_id, content), row, present, bucket in zip(
+        changes, rows.tolist(), known.tolist(), buckets.tolist(), strict=True
+    ):
+        if content is None:
+            same = not present
+        else:
+            same = (
+                present
+                and items.titles[row] == content.title
+                and items.category_names[items.categories[row]] == content.category
+                and items.brand_names[items.brands[row]] == content.brand
+                and int(items.price_buckets[row]) == bucket
+            )
+        if same:
+            held.append(item_id)
+    return held

@@ -212,9 +212,9 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
             seen.add(item_id)
             self._checked_text(f"items[{i}]", item.title, item.description, item.category)
             checked.append(CatalogItem(item_id, item.title, item.description, item.category))
-        # Shielded: once tagging starts it changes the served catalogue in place, so the
-        # bookkeeping that a reload re-applies must follow even if the caller gives up
-        # (its deadline); the change is then applied and remembered, never only one of them.
+        # Shielded (the wait for the lock included): tagging changes the served catalogue in
+        # place, so the bookkeeping that a reload re-applies must follow even if the caller
+        # gives up (its deadline); the change is applied and remembered, never only one.
         return await asyncio.shield(self._upsert_checked(checked))
 
     async def _upsert_checked(self, checked: list[CatalogItem]) -> list[TagPairs]:

@@ -3,6 +3,7 @@ degradation when a stage is down."""
 
 from __future__ import annotations
 
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc
+from services.gateway_service import GatewayApp, GatewayConfig
+from services.retrieval_service import RetrievalApp, RetrievalConfig
 from tests.integration.cluster import Cluster, start_all
 
 ALL_SERVICES = {
@@ -116,12 +119,15 @@ def test_category_filters_are_respected(
     "filters",
     [
         {"include_categories": ["no-such-category"]},
-        {"include_categories": ["x"], "exclude_categories": ["x"]},
+        "the same real category included and excluded",
     ],
 )
 def test_a_filter_nothing_matches_says_exhausted(
-    gateway: gateway_pb2_grpc.RecommendationServiceStub, filters: dict
+    gateway: gateway_pb2_grpc.RecommendationServiceStub, artifacts: Path, filters: dict | str
 ) -> None:
+    if isinstance(filters, str):
+        category = ItemTable.load(artifacts / "items").category_names[0]
+        filters = {"include_categories": [category], "exclude_categories": [category]}
     response = recommend(gateway, user_id="u000003", num_items=5, **filters)
     assert len(response.items) == 0
     assert response.exhausted
@@ -154,6 +160,7 @@ def test_unknown_session_items_do_not_push_out_the_stored_history(
     unknown = list(range(900_000_001, 900_000_061))  # more than the history window
     with_unknown = recommend(gateway, user_id=user, num_items=10, recent_item_ids=unknown)
     assert not with_unknown.cold_start
+    assert not (plain.ranking_degraded or with_unknown.ranking_degraded)  # same stages ran
     assert [i.item_id for i in with_unknown.items] == [i.item_id for i in plain.items]
 
 
@@ -228,3 +235,32 @@ class TestDegradation:
             self._call(private, user_id="u000002", num_items=8)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "retrieval" in info.value.details()
+
+
+def test_retrieval_out_of_time_is_deadline_exceeded(artifacts: Path) -> None:
+    """Retrieval that spends its share of the deadline: DEADLINE_EXCEEDED from the gateway
+    (a larger deadline helps), not UNAVAILABLE (which tells clients to go elsewhere)."""
+    retrieval = RetrievalApp(RetrievalConfig(artifacts, batching=False, workers=1))  # pool only
+    c = Cluster()
+    try:
+        c.start("retrieval", retrieval)
+        unused = "127.0.0.1:1"  # ranking and tagging: never reached
+        c.start(
+            "gateway", GatewayApp(GatewayConfig(artifacts, c.address("retrieval"), unused, unused))
+        )
+        release = threading.Event()
+        held = retrieval._executor.pool.submit(release.wait, 60)  # the one model thread
+        try:
+            with grpc.insecure_channel(c.address("gateway")) as channel:
+                stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Recommend(
+                        gateway_pb2.RecommendRequest(user_id="u000001", num_items=5), timeout=2
+                    )
+        finally:
+            release.set()
+            held.result(timeout=10)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "retrieval stage" in info.value.details()  # the gateway's answer, in time
+    finally:
+        c.close()

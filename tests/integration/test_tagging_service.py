@@ -242,7 +242,7 @@ def test_an_upsert_past_its_deadline_is_applied_and_survives_a_reload(artifacts:
         held = app._executor.pool.submit(release.wait, 60)  # the upsert waits for the thread
         try:
             with pytest.raises(grpc.RpcError) as info:
-                catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=0.5)
+                catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=2)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         finally:
             release.set()
