@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,19 @@ from services.runtime import ModelServer, ServerOptions, ServiceApp
 from services.tagging_service import TaggingApp, TaggingConfig
 
 T = TypeVar("T")
+
+
+@contextmanager
+def thread_held(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """One thread of `pool` busy until the block ends: with a pool of one (a service's
+    model threads, `workers=1`) every model call waits, deterministically, for the block."""
+    release = threading.Event()
+    held = pool.submit(release.wait, 60)
+    try:
+        yield
+    finally:
+        release.set()
+        held.result(timeout=10)
 
 
 class Cluster:

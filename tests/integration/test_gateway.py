@@ -3,7 +3,6 @@ degradation when a stage is down."""
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from recdata.items import ItemTable
 from recsys.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway_service import GatewayApp, GatewayConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
-from tests.integration.cluster import Cluster, start_all
+from tests.integration.cluster import Cluster, start_all, thread_held
 
 ALL_SERVICES = {
     "recsys.v1.RecommendationService",
@@ -248,18 +247,15 @@ def test_retrieval_out_of_time_is_deadline_exceeded(artifacts: Path) -> None:
         c.start(
             "gateway", GatewayApp(GatewayConfig(artifacts, c.address("retrieval"), unused, unused))
         )
-        release = threading.Event()
-        held = retrieval._executor.pool.submit(release.wait, 60)  # the one model thread
-        try:
-            with grpc.insecure_channel(c.address("gateway")) as channel:
-                stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
-                with pytest.raises(grpc.RpcError) as info:
-                    stub.Recommend(
-                        gateway_pb2.RecommendRequest(user_id="u000001", num_items=5), timeout=2
-                    )
-        finally:
-            release.set()
-            held.result(timeout=10)
+        with (
+            thread_held(retrieval._executor.pool),  # the one model thread
+            grpc.insecure_channel(c.address("gateway")) as channel,
+        ):
+            stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Recommend(
+                    gateway_pb2.RecommendRequest(user_id="u000001", num_items=5), timeout=2
+                )
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "retrieval stage" in info.value.details()  # the gateway's answer, in time
     finally:

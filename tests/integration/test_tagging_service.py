@@ -5,7 +5,6 @@ artifact served end to end."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from services.tagging_service import CatalogItem, TaggingApp, TaggingConfig
 from tagging.catalog_tags import CatalogTags
 from tagging.tagger import Tagger
 from tagging.text import product_text
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, thread_held
 
 NEW_ITEM = 9_000_001
 
@@ -202,9 +201,7 @@ def test_big_calls_past_the_queued_product_limit_are_refused(artifacts: Path) ->
         big = tagging_pb2.GenerateTagsRequest(
             items=[tagging_pb2.ProductText(title=f"walnut desk lamp {i}") for i in range(12)]
         )
-        release = threading.Event()
-        held = app._executor.pool.submit(release.wait, 60)  # the one model thread, busy
-        try:
+        with thread_held(app._executor.pool):  # the one model thread, busy
             first = stub.GenerateTags.future(big, timeout=60)
             queued = time.monotonic() + 30
             while app._direct_texts < 12:  # the first call's products are queued
@@ -214,9 +211,6 @@ def test_big_calls_past_the_queued_product_limit_are_refused(artifacts: Path) ->
                 stub.GenerateTags(big, timeout=10)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "queued" in info.value.details()
-        finally:
-            release.set()
-            held.result(timeout=10)
         assert len(first.result(timeout=60).results) == 12
         assert app._direct_texts == 0
         assert len(stub.GenerateTags(big, timeout=60).results) == 12  # free again
@@ -238,15 +232,10 @@ def test_an_upsert_past_its_deadline_is_applied_and_survives_a_reload(artifacts:
         item = catalog_pb2.CatalogItem(
             item_id=990_001, title="Walnut Desk Lamp", category="lamps", description="warm"
         )
-        release = threading.Event()
-        held = app._executor.pool.submit(release.wait, 60)  # the upsert waits for the thread
-        try:
+        with thread_held(app._executor.pool):  # the upsert waits for the thread
             with pytest.raises(grpc.RpcError) as info:
                 catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=2)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        finally:
-            release.set()
-            held.result(timeout=10)
 
         def known() -> bool:
             lookup = stub.GetItemTags(tagging_pb2.GetItemTagsRequest(item_ids=[990_001]))
