@@ -105,6 +105,20 @@ def _add_server_flags(p: argparse.ArgumentParser, port: int, metrics_port: int) 
         help="seconds to drain in-flight requests on SIGTERM",
     )
     p.add_argument(
+        "--drain-delay",
+        type=float,
+        default=env("drain_delay", 0.0),
+        help="seconds on SIGTERM between reporting NOT_SERVING and refusing new calls, for "
+        "load balancers that poll health (before --grace starts)",
+    )
+    p.add_argument(
+        "--otlp-endpoint",
+        default=env("otlp_endpoint", os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")),
+        help="OpenTelemetry collector (OTLP/gRPC, e.g. http://127.0.0.1:4317; also read from "
+        "OTEL_EXPORTER_OTLP_ENDPOINT): a span per call, traces continued across services; "
+        "empty: tracing off",
+    )
+    p.add_argument(
         "--log-level",
         default=env_choice("log_level", "info", LOG_LEVELS),
         type=str.lower,

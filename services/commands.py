@@ -19,6 +19,7 @@ from services.errors import FailedPrecondition
 from services.executor import set_compute_threads
 from services.logs import configure_logging
 from services.runtime import ModelServer, ServerOptions, ServiceApp, serve_until_signal
+from services.tracing import Tracing, tracing_to_otlp
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_app(args: argparse.Namespace) -> ServiceApp:
+def make_app(args: argparse.Namespace, tracing: Tracing | None = None) -> ServiceApp:
+    """The service `args` names, configured from its flags; `tracing` (the gateway's) is
+    passed on to its downstream calls."""
     artifacts = Path(args.artifacts)
     if args.service == "retrieval":
         from services.retrieval_service import RetrievalApp, RetrievalConfig
@@ -132,7 +135,8 @@ def make_app(args: argparse.Namespace) -> ServiceApp:
             candidates=args.candidates,
             max_items=args.max_items,
             default_deadline_s=args.default_deadline,
-        )
+        ),
+        tracing,
     )
 
 
@@ -140,16 +144,19 @@ async def serve(args: argparse.Namespace) -> int:
     configure_logging(args.service, args.log_level)
     if args.service != "gateway":  # the gateway runs no model
         set_compute_threads(args.threads)
+    tracing = tracing_to_otlp(args.otlp_endpoint, args.service) if args.otlp_endpoint else None
     server = ModelServer(
-        make_app(args),
+        make_app(args, tracing),
         ServerOptions(
             host=args.host,
             port=args.port,
             metrics_port=args.metrics_port,
             grace_seconds=args.grace,
+            drain_delay_seconds=args.drain_delay,
             admin_port=args.admin_port,
             reuse_port=args.reuse_port,
             max_concurrent_rpcs=args.max_concurrent_rpcs,
+            tracing=tracing,
         ),
     )
     try:

@@ -28,8 +28,15 @@ def say(line: str) -> None:
     print(f"[demo] {line}", flush=True)
 
 
+def _stop_requested(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the services are stopped on the way out
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    # SIGTERM's default action would kill this process outright and leave the four services
+    # serving (a handler that is a Python function is not inherited by them).
+    signal.signal(signal.SIGTERM, _stop_requested)
     say(f"generating synthetic data: {args.items} items, {args.users} users, seed {args.seed}")
     dataset = generate(args.items, args.users, args.events_per_user, args.seed)
     say(dataset.describe())
@@ -63,8 +70,8 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.once:
             return 0
         say("serving; press Ctrl-C to stop")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0
+        while True:
+            signal.pause()  # until SIGINT or SIGTERM (both raise KeyboardInterrupt)
     except KeyboardInterrupt:
         return 0
     except RuntimeError as exc:  # a service failed to start: say which, show its log

@@ -11,6 +11,8 @@ import faiss
 import torch
 from threadpoolctl import threadpool_limits
 
+from services.batching import Overloaded
+
 T = TypeVar("T")
 
 
@@ -40,10 +42,18 @@ def _init_worker() -> None:
 
 
 class ModelExecutor:
-    def __init__(self, workers: int, name: str) -> None:
+    """The model threads of one service. `run` is for loads, warm-ups and catalogue
+    changes; `run_request` for a request's model call when it skips the micro-batcher
+    (`--batching off`), bounded like the batcher's queue."""
+
+    def __init__(self, workers: int, name: str, max_waiting: int | None = None) -> None:
+        """`max_waiting`: request calls that may wait for a thread; past it `run_request`
+        raises Overloaded at once (None: no bound)."""
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=name, initializer=_init_worker
         )
+        self._max_requests = None if max_waiting is None else workers + max_waiting
+        self._requests = 0  # request calls running or waiting for a thread
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -52,5 +62,15 @@ class ModelExecutor:
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+    async def run_request(self, fn: Callable[[], T]) -> T:
+        if self._max_requests is not None and self._requests >= self._max_requests:
+            raise Overloaded(f"{self._requests} requests already running or waiting")
+        self._requests += 1
+        try:
+            return await self.run(fn)
+        finally:
+            self._requests -= 1
+
+    async def shutdown(self) -> None:
+        """Let running work finish without blocking the event loop meanwhile."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=False)

@@ -38,6 +38,7 @@ from services.catalog import CatalogEntry, DeleteResult, UpsertResult
 from services.errors import NotReady, grpc_errors
 from services.logs import log_fields
 from services.metrics import DEGRADED, STAGE_LATENCY
+from services.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class GatewayConfig:
     history_length: int = 50  # recent items passed to the models
     interest_items: int = 10  # recent items whose tags describe the user's interests
     default_deadline_s: float = 1.0  # when the client sets none
-    retrieval_share: float = 0.4  # of the remaining time
+    # Of the remaining time. Retrieval is the one stage the gateway cannot do without, so it
+    # may use most of it; the rest is for ranking (or skipping it) and tags.
+    retrieval_share: float = 0.8
     ranking_share: float = 0.6  # of what remains after retrieval
     tags_per_item: int = 3
 
@@ -96,10 +99,12 @@ class Stages:
 class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
     name = "gateway"
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, tracing: Tracing | None = None) -> None:
+        """`tracing`: pass the trace of each Recommend on to the three stages."""
         self.config = config
         self.loaded: GatewayData | None = None
         self._channels: list[aio.Channel] = []
+        self._interceptors = tracing.client_interceptors() if tracing is not None else None
         # Display data (title, category) of items added or changed through CatalogService
         # since start-up; replaced, never mutated, so a request reads one consistent map.
         self.live_items: dict[int, tuple[str, str]] = {}
@@ -122,7 +127,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         if not self._channels:
             cfg = self.config
             self._channels = [
-                aio.insecure_channel(a, options=_CHANNEL_OPTIONS)
+                aio.insecure_channel(a, options=_CHANNEL_OPTIONS, interceptors=self._interceptors)
                 for a in (cfg.retrieval_addr, cfg.ranking_addr, cfg.tagging_addr)
             ]
             self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self._channels[0])
@@ -165,15 +170,21 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         for channel in self._channels:
             await channel.close()
 
-    def _history(self, data: GatewayData, user_id: str, recent: np.ndarray) -> np.ndarray:
+    def _history(
+        self,
+        data: GatewayData,
+        live_items: dict[int, tuple[str, str]],
+        user_id: str,
+        recent: np.ndarray,
+    ) -> np.ndarray:
         stored = data.users.recent_items(user_id)
         if len(recent):
             # Session ids the catalogue does not know are ignored downstream anyway; dropped
             # here, so that they cannot push the user's stored history out of the window.
             _, known = data.items.rows_of(recent)
-            if not known.all() and self.live_items:
+            if not known.all() and live_items:
                 unknown = np.flatnonzero(~known)
-                known[unknown] = [int(i) in self.live_items for i in recent[unknown]]
+                known[unknown] = [int(i) in live_items for i in recent[unknown]]
             recent = recent[known]
         merged = np.concatenate([stored, recent]) if len(recent) else stored
         return merged[-self.config.history_length :]
@@ -185,6 +196,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         data = self.loaded
         if data is None:
             raise NotReady("gateway is still loading")
+        live_items = self.live_items  # one catalogue state for the whole request
         cfg = self.config
         user = validation.user_id(request.user_id)
         num_items = validation.positive_count(request.num_items, "num_items", cfg.max_items)
@@ -203,9 +215,9 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         # answer (degraded) before the client's own deadline.
         deadline = time.monotonic() + budget - min(0.05, 0.1 * budget)
         stages = Stages([])
-        history = self._history(data, user, recent)
+        history = self._history(data, live_items, user, recent)
         if not request.allow_seen_items:
-            excluded = np.union1d(excluded, data.users.recent_items(user))
+            excluded = np.union1d(excluded, data.users.seen_items(user))
             excluded = np.union1d(excluded, recent)
 
         # 1. Retrieval: the one stage we cannot do without.
@@ -239,6 +251,12 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
             logger.warning(
                 "retrieval failed", extra=log_fields(code=err.code().name, details=err.details())
             )
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # Shedding load: passed on as such (UNAVAILABLE invites an immediate retry).
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"retrieval stage overloaded: {err.details()}",
+                )
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 # Out of time, not out of service: UNAVAILABLE would tell the client to retry
                 # elsewhere; a larger deadline is what helps.
@@ -309,7 +327,7 @@ class GatewayApp(gateway_pb2_grpc.RecommendationServiceServicer):
         stages.add("tagging", started)
 
         return gateway_pb2.RecommendResponse(
-            items=_items(data.items, self.live_items, top_ids, top_scores, item_tags),
+            items=_items(data.items, live_items, top_ids, top_scores, item_tags),
             model_versions=versions,
             ranking_degraded=ranking_degraded,
             tagging_degraded=tagging_degraded,

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from opentelemetry import trace
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -23,6 +25,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Within a traced call (services/tracing.py): the ids that find its trace.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

@@ -13,6 +13,7 @@ from grpc import aio
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services.logs import log_fields
+from services.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +97,17 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Counts and times every unary call, answers a request that does not parse with
-    INVALID_ARGUMENT, and turns unexpected exceptions into a clean INTERNAL.
+    """Counts and times every unary call (and traces it when `tracing` is on), answers a
+    request that does not parse with INVALID_ARGUMENT, and turns unexpected exceptions into
+    a clean INTERNAL.
 
     User mistakes never reach the INTERNAL path: handlers abort with INVALID_ARGUMENT etc.
     themselves.
     """
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, tracing: Tracing | None = None) -> None:
         self._service = service
+        self._tracing = tracing
         # One instrumented handler per method, built on its first call: the per-call path
         # is then a dict lookup (handlers never change once the server started).
         self._instrumented: dict[str, grpc.RpcMethodHandler] = {}
@@ -121,8 +124,11 @@ class MetricsInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        behavior = handler.unary_unary
+        if self._tracing is not None:
+            behavior = self._tracing.traced(full_method, behavior)
         instrumented = grpc.unary_unary_rpc_method_handler(
-            self._wrap(full_method.rsplit("/", 1)[-1], handler.unary_unary),
+            self._wrap(full_method.rsplit("/", 1)[-1], behavior),
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

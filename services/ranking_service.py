@@ -55,7 +55,9 @@ class RankingConfig:
     inline_lone_calls: bool = True
     batch_max: int = 32
     batch_wait_ms: float = 2.0
-    batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
+    # Past this many calls waiting (for a batch, or with batching off for a model thread):
+    # RESOURCE_EXHAUSTED at once.
+    batch_queue: int = 256
     workers: int = 2
 
     @classmethod
@@ -83,7 +85,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
         self._live: dict[int, RankingItem] = {}
         self._catalog_lock = asyncio.Lock()
         self.catalog_backend = self
-        self._executor = ModelExecutor(config.workers, "ranking")
+        self._executor = ModelExecutor(config.workers, "ranking", config.batch_queue)
         self._timing = STAGE_LATENCY.labels("ranking", "forward")
         self._batcher: MicroBatcher | None = None
         if config.batching:
@@ -156,7 +158,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
-        self._executor.shutdown()
+        await self._executor.shutdown()
 
     @grpc_errors
     async def Rank(
@@ -173,7 +175,7 @@ class RankingApp(ranking_pb2_grpc.RankingServiceServicer):
                     (scorer, query), deadline_from_remaining(context.time_remaining())
                 )
             else:
-                ranked = await self._executor.run(
+                ranked = await self._executor.run_request(
                     lambda: scorer.rank(
                         query.recent_item_ids,
                         query.candidate_ids,

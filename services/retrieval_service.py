@@ -56,7 +56,9 @@ class RetrievalConfig:
     inline_lone_calls: bool = True
     batch_max: int = 32
     batch_wait_ms: float = 2.0
-    batch_queue: int = 256  # past this many waiting calls: RESOURCE_EXHAUSTED at once
+    # Past this many calls waiting (for a batch, or with batching off for a model thread):
+    # RESOURCE_EXHAUSTED at once.
+    batch_queue: int = 256
     recall_floor: float = 0.9  # refuse an approximate index measured below this recall@K
     force_index: bool = False  # serve it anyway (logged as a warning)
     workers: int = 2
@@ -77,7 +79,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         self._changes: dict[int, tuple[ItemContent | None, str]] = {}
         self._catalog_lock = asyncio.Lock()
         self.catalog_backend = self
-        self._executor = ModelExecutor(config.workers, "retrieval")
+        self._executor = ModelExecutor(config.workers, "retrieval", config.batch_queue)
         self._timing = STAGE_LATENCY.labels("retrieval", "search")
         # Batches form only while another batch is running (a lone call never waits), so
         # latency at low load is the single path's and throughput grows under load.
@@ -140,13 +142,13 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
         changes: dict[int, tuple[ItemContent | None, str]],
     ) -> tuple[Retriever, dict[int, tuple[ItemContent | None, str]]]:
         """`retriever` (of `version`) with the remembered changes applied, and the changes
-        still to remember. A change is folded in and forgotten — which frees live capacity
-        after a retrain — when the new version is newer than the one the change was made on
-        (version names start with their UTC build time) *and* already holds it: the deleted
-        id absent, the upserted item present with the same title, category, brand and price
-        bucket (all the item tower reads). Every other change is re-applied: a newer version
-        trained without it, and an older one (a rollback, after which a roll-forward must
-        still see the change)."""
+        to remember: all of them. A change is skipped — which frees live capacity after a
+        retrain — when the new version is newer than the one the change was made on (version
+        names start with their UTC build time) *and* already holds it: the deleted id absent,
+        the upserted item present with the same title, category, brand and price bucket (all
+        the item tower reads). It is still remembered: a rollback to an older version, which
+        does not hold it, gets it re-applied (a delete forgotten here would bring an
+        out-of-stock item back). Every other change is re-applied."""
         newer = [i for i, (_, made_on) in changes.items() if version > made_on]
         held = set(_held(retriever.items, [(i, changes[i][0]) for i in newer]))
         pending = {i: change for i, change in changes.items() if i not in held}
@@ -158,11 +160,9 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
             retriever, _ = delete_items(retriever, deletes)
         logger.info(
             "live catalogue re-applied",
-            extra=log_fields(
-                upserted=len(upserts), deleted=len(deletes), folded_in=len(changes) - len(pending)
-            ),
+            extra=log_fields(upserted=len(upserts), deleted=len(deletes), held=len(held)),
         )
-        return retriever, pending
+        return retriever, changes
 
     async def upsert_items(self, entries: list[CatalogEntry]) -> UpsertResult:
         contents = [ItemContent(e.item_id, e.title, e.category, e.brand, e.price) for e in entries]
@@ -211,7 +211,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
-        self._executor.shutdown()
+        await self._executor.shutdown()
 
     @grpc_errors
     async def Retrieve(
@@ -242,7 +242,7 @@ class RetrievalApp(retrieval_pb2_grpc.RetrievalServiceServicer):
                 deadline_from_remaining(context.time_remaining()),
             )
         else:
-            result = await self._executor.run(
+            result = await self._executor.run_request(
                 lambda: retriever.retrieve(recent, k, excluded, include, exclude)
             )
         self._timing.observe(time.perf_counter() - started)

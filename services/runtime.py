@@ -9,6 +9,7 @@ A service plugs in as a `ServiceApp`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -22,6 +23,7 @@ from services.admin import SERVICE_NAME as ADMIN_SERVICE
 from services.admin import ModelAdmin
 from services.catalog import SERVICE_NAME as CATALOG_SERVICE
 from services.catalog import CatalogAdmin
+from services.health import HealthService
 from services.logs import log_fields
 from services.metrics import (
     MODEL_INFO,
@@ -30,6 +32,7 @@ from services.metrics import (
     stop_metrics_http,
 )
 from services.reflection import enable_reflection
+from services.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ class ServerOptions:
     port: int = 0  # 0 = an ephemeral port (tests)
     metrics_port: int = -1  # negative = no /metrics endpoint
     grace_seconds: float = 10.0
+    # Seconds between turning NOT_SERVING and refusing new calls on SIGTERM, so that load
+    # balancers polling health stop sending traffic first (0: refuse at once).
+    drain_delay_seconds: float = 0.0
     # Operator RPCs (ModelAdminService, CatalogService): -1 off, 0 on the main port, >0 on
     # their own port.
     admin_port: int = -1
@@ -80,6 +86,8 @@ class ServerOptions:
     reuse_port: bool = False
     # Calls handled at once; past it gRPC answers RESOURCE_EXHAUSTED instead of queueing.
     max_concurrent_rpcs: int = 1000
+    # Spans for every call (services/tracing.py); None = tracing off.
+    tracing: Tracing | None = None
 
 
 class ModelServer:
@@ -91,14 +99,15 @@ class ModelServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.model_version: str | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthService()
         self._server = aio.server(
-            interceptors=[MetricsInterceptor(app.name)],
+            interceptors=[MetricsInterceptor(app.name, options.tracing)],
             options=[*MESSAGE_LIMITS, ("grpc.so_reuseport", 1 if options.reuse_port else 0)],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         )
         self._metrics_httpd: Any = None
         self._stopped = asyncio.Event()
+        self._skip_delay = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self.admin_port: int | None = None
@@ -149,6 +158,8 @@ class ModelServer:
             await self._admin_server.stop(0)
         stop_metrics_http(self._metrics_httpd)
         await self.app.close()
+        if self.options.tracing is not None:
+            await self.options.tracing.shutdown()
 
     async def load(self) -> None:
         started = time.perf_counter()
@@ -167,7 +178,8 @@ class ModelServer:
     async def _start_admin_server(self) -> None:
         """Operator RPCs on their own port, so they can be firewalled apart from traffic."""
         admin = aio.server(
-            interceptors=[MetricsInterceptor(self.app.name + "-admin")], options=MESSAGE_LIMITS
+            interceptors=[MetricsInterceptor(self.app.name + "-admin", self.options.tracing)],
+            options=MESSAGE_LIMITS,
         )
         enable_reflection(admin, self._register_admin(admin))
         address = f"{self.options.host}:{self.options.admin_port}"
@@ -205,22 +217,34 @@ class ModelServer:
             )
             return previous, current, seconds
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, let in-flight calls finish, close."""
+    async def stop(self, grace: float | None = None, drain_delay: float | None = None) -> None:
+        """Drain: health NOT_SERVING (health watchers told and let go), go on serving for
+        the drain delay while load balancers take the replica out, then refuse new calls,
+        let in-flight calls finish within the grace period, close."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
         grace = self.options.grace_seconds if grace is None else grace
-        logger.info("draining", extra=log_fields(grace_seconds=grace))
+        delay = self.options.drain_delay_seconds if drain_delay is None else drain_delay
+        logger.info("draining", extra=log_fields(grace_seconds=grace, drain_delay_seconds=delay))
         await self._health.enter_graceful_shutdown()
+        if delay > 0:  # still answering, NOT_SERVING to health checks
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._skip_delay.wait(), delay)
         if self._admin_server is not None:
             await self._admin_server.stop(0)
         await self._server.stop(grace)
         stop_metrics_http(self._metrics_httpd)
         await self.app.close()
+        if self.options.tracing is not None:
+            await self.options.tracing.shutdown()  # the last spans, after the drain
         logger.info("stopped")
         self._stopped.set()
+
+    def skip_drain_delay(self) -> None:
+        """End the drain delay now (a second SIGTERM or Ctrl-C)."""
+        self._skip_delay.set()
 
     async def wait_closed(self) -> None:
         await self._stopped.wait()
@@ -245,4 +269,6 @@ async def serve_until_signal(server: ModelServer) -> None:
     else:
         start_task.cancel()
     logger.info("signal received")
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second one ends the drain delay
+        loop.add_signal_handler(sig, server.skip_drain_delay)
     await server.stop()

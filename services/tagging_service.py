@@ -168,7 +168,7 @@ class TaggingApp(tagging_pb2_grpc.TaggingServiceServicer):
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
-        self._executor.shutdown()
+        await self._executor.shutdown()
 
     def _ready(self) -> tuple[Tagger, LiveCatalogTags, str]:
         if self.loaded is None:

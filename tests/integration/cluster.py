@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +19,7 @@ from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.runtime import ModelServer, ServerOptions, ServiceApp
 from services.tagging_service import TaggingApp, TaggingConfig
+from services.tracing import Tracing
 
 T = TypeVar("T")
 
@@ -47,13 +48,22 @@ class Cluster:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(
-        self, name: str, app: ServiceApp, metrics_port: int = -1, admin_port: int = -1
+        self,
+        name: str,
+        app: ServiceApp,
+        metrics_port: int = -1,
+        admin_port: int = -1,
+        tracing: Tracing | None = None,
     ) -> int:
         async def _start() -> int:
             server = ModelServer(
                 app,
                 ServerOptions(
-                    port=0, metrics_port=metrics_port, grace_seconds=5.0, admin_port=admin_port
+                    port=0,
+                    metrics_port=metrics_port,
+                    grace_seconds=5.0,
+                    admin_port=admin_port,
+                    tracing=tracing,
                 ),
             )
             port = await server.start()
@@ -75,12 +85,22 @@ class Cluster:
         self._thread.join(timeout=10)
 
 
-def start_all(artifacts: Path, gateway_metrics_port: int = -1, admin_port: int = -1) -> Cluster:
-    """The four services; `admin_port` 0 puts the operator RPCs on each main port."""
+def start_all(
+    artifacts: Path,
+    gateway_metrics_port: int = -1,
+    admin_port: int = -1,
+    tracing: Callable[[str], Tracing | None] = lambda service: None,
+) -> Cluster:
+    """The four services; `admin_port` 0 puts the operator RPCs on each main port;
+    `tracing(service)` gives each its tracing (default: off)."""
     cluster = Cluster()
-    cluster.start("retrieval", RetrievalApp(RetrievalConfig(artifacts)), admin_port=admin_port)
-    cluster.start("ranking", RankingApp(RankingConfig(artifacts)), admin_port=admin_port)
-    cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)), admin_port=admin_port)
+    for name, app in (
+        ("retrieval", RetrievalApp(RetrievalConfig(artifacts))),
+        ("ranking", RankingApp(RankingConfig(artifacts))),
+        ("tagging", TaggingApp(TaggingConfig(artifacts))),
+    ):
+        cluster.start(name, app, admin_port=admin_port, tracing=tracing(name))
+    gateway_tracing = tracing("gateway")
     cluster.start(
         "gateway",
         GatewayApp(
@@ -90,9 +110,11 @@ def start_all(artifacts: Path, gateway_metrics_port: int = -1, admin_port: int =
                 cluster.address("ranking"),
                 cluster.address("tagging"),
                 max_items=50,
-            )
+            ),
+            gateway_tracing,
         ),
         metrics_port=gateway_metrics_port,
         admin_port=admin_port,
+        tracing=gateway_tracing,
     )
     return cluster

@@ -3,6 +3,7 @@ degradation when a stage is down."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_recommend_returns_exactly_n_unique_catalogue_items(
     items = ItemTable.load(artifacts / "items")
     users = UserHistoryStore.load(artifacts / "users")
     user = users.user_ids()[0]
-    seen = set(users.recent_items(user).tolist())
+    seen = set(users.seen_items(user).tolist())
     excluded = items.item_ids[:50].tolist()
     response = recommend(gateway, user_id=user, num_items=20, exclude_item_ids=excluded)
     ids = [item.item_id for item in response.items]
@@ -258,5 +259,41 @@ def test_retrieval_out_of_time_is_deadline_exceeded(artifacts: Path) -> None:
                 )
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "retrieval stage" in info.value.details()  # the gateway's answer, in time
+    finally:
+        c.close()
+
+
+def test_retrieval_shedding_load_is_resource_exhausted(artifacts: Path) -> None:
+    """Retrieval's load shedding reaches the client as RESOURCE_EXHAUSTED (back off), not
+    UNAVAILABLE (which clients and proxies retry at once, adding to the overload)."""
+    # One model thread and no room to wait for it (with batching off: the executor's bound).
+    retrieval = RetrievalApp(RetrievalConfig(artifacts, batching=False, workers=1, batch_queue=0))
+    c = Cluster()
+    try:
+        c.start("retrieval", retrieval)
+        unused = "127.0.0.1:1"
+        c.start(
+            "gateway", GatewayApp(GatewayConfig(artifacts, c.address("retrieval"), unused, unused))
+        )
+
+        async def occupy() -> asyncio.Task:
+            """A request call holding the one slot (it waits for the held thread)."""
+            task = asyncio.create_task(retrieval._executor.run_request(lambda: None))
+            await asyncio.sleep(0)  # it has taken the slot
+            return task
+
+        with (
+            thread_held(retrieval._executor.pool),
+            grpc.insecure_channel(c.address("gateway")) as channel,
+        ):
+            occupied = c.run(occupy())
+            stub = gateway_pb2_grpc.RecommendationServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Recommend(
+                    gateway_pb2.RecommendRequest(user_id="u000001", num_items=5), timeout=10
+                )
+        c.run(asyncio.wait_for(occupied, 10))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "retrieval stage overloaded" in info.value.details()
     finally:
         c.close()

@@ -219,6 +219,32 @@ def test_a_version_holding_a_live_change_folds_it_in(two_versions: tuple[Path, P
         cluster.close()
 
 
+def test_a_rollback_after_a_version_that_held_a_change_re_applies_it(
+    two_versions: tuple[Path, Path],
+) -> None:
+    """Forward to a version that holds a live change (skipped there, capacity free), then
+    back: the change is applied again, not forgotten."""
+    first, _ = two_versions
+    cluster = Cluster()
+    try:
+        cluster.start(
+            "retrieval", RetrievalApp(RetrievalConfig(first, max_live_items=1)), admin_port=0
+        )
+        channel = grpc.insecure_channel(cluster.address("retrieval"))
+        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+        as_in_second = _catalog_item(generate(800, 300, seed=12).items.iloc[5].to_dict())
+        catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[as_in_second]), timeout=10)
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)  # LATEST holds it
+        admin.ReloadModel(admin_pb2.ReloadModelRequest(version=first.name), timeout=60)
+        another = catalog_pb2.CatalogItem(item_id=100006, title="new lamp", category="lamps")
+        with pytest.raises(grpc.RpcError) as info:  # the one live slot is the re-applied item
+            catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[another]), timeout=10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        cluster.close()
+
+
 def test_a_newer_version_keeps_a_change_it_does_not_hold(
     two_versions: tuple[Path, Path],
 ) -> None:

@@ -1,7 +1,9 @@
-"""SIGTERM on a gateway process: health turns NOT_SERVING, the in-flight call completes."""
+"""Draining: SIGTERM on a gateway process (health turns NOT_SERVING, the in-flight call
+completes), health watchers let go, the drain delay."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,13 +12,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recsys.v1 import gateway_pb2, gateway_pb2_grpc, ranking_pb2, ranking_pb2_grpc
+from recsys.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    ranking_pb2,
+    ranking_pb2_grpc,
+    tagging_pb2,
+    tagging_pb2_grpc,
+)
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
 from tests.integration.cluster import Cluster
@@ -147,3 +157,59 @@ def test_sigterm_drains_in_flight_request(
         if process.poll() is None:
             process.kill()
         stages.close()
+
+
+def _stopping(cluster: Cluster, name: str, grace: float, drain_delay: float) -> Future:
+    """`name`'s stop, started on the cluster's loop; its future."""
+    server = cluster.servers[name]
+    return asyncio.run_coroutine_threadsafe(server.stop(grace, drain_delay), cluster.loop)
+
+
+def test_a_health_watch_ends_when_draining_starts(artifacts: Path) -> None:
+    """A watching client (a load balancer, client-side health checking) is told NOT_SERVING
+    and let go: it no longer holds the drain for the whole grace period."""
+    cluster = Cluster()
+    try:
+        cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)))
+        with grpc.insecure_channel(cluster.address("tagging")) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=60
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            stopped = _stopping(cluster, "tagging", grace=60, drain_delay=0)
+            statuses = [update.status for update in watch]  # to the end of the stream
+            assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert watch.code() == grpc.StatusCode.OK
+            stopped.result(timeout=20)  # long before the 60 s grace
+        cluster.servers.pop("tagging")
+    finally:
+        cluster.close()
+
+
+def test_during_the_drain_delay_calls_are_served_and_health_says_not_serving(
+    artifacts: Path,
+) -> None:
+    cluster = Cluster()
+    try:
+        cluster.start("tagging", TaggingApp(TaggingConfig(artifacts)))
+        server = cluster.servers["tagging"]
+        with grpc.insecure_channel(cluster.address("tagging")) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            stopped = _stopping(cluster, "tagging", grace=0, drain_delay=600)
+            assert [u.status for u in watch][-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+            # The delay has begun: new calls are still answered, health says go elsewhere.
+            check = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            tags = tagging_pb2_grpc.TaggingServiceStub(channel)
+            assert tags.ListTags(tagging_pb2.ListTagsRequest(), timeout=10).tags
+            assert not stopped.done()
+            cluster.loop.call_soon_threadsafe(server.skip_drain_delay)  # a second SIGTERM
+            stopped.result(timeout=20)
+            with pytest.raises(grpc.RpcError) as refused:
+                tags.ListTags(tagging_pb2.ListTagsRequest(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        cluster.servers.pop("tagging")
+    finally:
+        cluster.close()

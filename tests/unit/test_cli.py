@@ -73,3 +73,11 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     shown = capsys.readouterr().out
     for default in ("(default: 50051)", "(default: 127.0.0.1:50052)", "(default: 100)"):
         assert default in shown, default
+
+
+def test_tracing_endpoint_from_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args(["serve", "ranking"]).otlp_endpoint == ""  # off
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    assert build_parser().parse_args(["serve", "gateway"]).otlp_endpoint == "http://collector:4317"
+    monkeypatch.setenv("RECSERVE_OTLP_ENDPOINT", "http://ours:4317")  # ours wins
+    assert build_parser().parse_args(["serve", "tagging"]).otlp_endpoint == "http://ours:4317"
