@@ -31,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_UNTRACED = ("/grpc.health.v1.Health/",)
 # Server-side status codes that mark a span as failed (OpenTelemetry's RPC conventions): the
 # others are the caller's mistake or choice, not the server's fault.
 _SERVER_ERRORS = {
@@ -52,7 +53,10 @@ class Tracing:
         self.tracer = provider.get_tracer("recserve")
 
     def traced(self, full_method: str, behavior: Behavior) -> Behavior:
-        """`behavior` (a unary handler) inside a SERVER span named after the method."""
+        """`behavior` (a unary handler) inside a SERVER span named after the method; health
+        checks are left out (load balancers poll them, and they would bury the traces)."""
+        if full_method.startswith(_UNTRACED):
+            return behavior
         return _traced_handler(self.tracer, full_method, behavior)
 
     def client_interceptors(self) -> list[aio.ClientInterceptor]:

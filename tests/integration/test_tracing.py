@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -270,3 +271,16 @@ def test_spans_reach_an_otlp_collector(artifacts: Path) -> None:
     assert span.parent_span_id == CALLER_SPAN_ID.to_bytes(8, "big")
     service_names = [a.value.string_value for a in resource.attributes if a.key == "service.name"]
     assert service_names == ["recserve-ranking"]
+
+
+def test_health_checks_are_not_traced(traced: tuple[Cluster, Exporters]) -> None:
+    """Load balancers poll health: those calls would bury the traces that matter."""
+    cluster, exporters = traced
+    trace_id = TRACE_ID + 2
+    with grpc.insecure_channel(cluster.address("gateway")) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""),
+            timeout=10,
+            metadata=[("traceparent", f"00-{trace_id:032x}-{CALLER_SPAN_ID:016x}-01")],
+        )
+    assert exporters.trace(trace_id) == []  # a span would have ended before the answer
