@@ -36,10 +36,15 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     cluster.close()
 
 
+@pytest.fixture
+def channel(cluster: Cluster) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(cluster.address("retrieval")) as channel:
+        yield channel
+
+
 def _stubs(
-    cluster: Cluster,
+    channel: grpc.Channel,
 ) -> tuple[catalog_pb2_grpc.CatalogServiceStub, retrieval_pb2_grpc.RetrievalServiceStub]:
-    channel = grpc.insecure_channel(cluster.address("retrieval"))
     return (
         catalog_pb2_grpc.CatalogServiceStub(channel),
         retrieval_pb2_grpc.RetrievalServiceStub(channel),
@@ -65,8 +70,8 @@ def _retrieve(
     return list(stub.Retrieve(request, timeout=10).item_ids)
 
 
-def test_upsert_then_delete_through_the_api(cluster: Cluster) -> None:
-    catalog, retrieval = _stubs(cluster)
+def test_upsert_then_delete_through_the_api(channel: grpc.Channel) -> None:
+    catalog, retrieval = _stubs(channel)
     added = catalog.UpsertItems(
         catalog_pb2.UpsertItemsRequest(items=[_item(NEW_ID), _item(NEW_ID + 1)]), timeout=10
     )
@@ -86,13 +91,11 @@ def test_upsert_then_delete_through_the_api(cluster: Cluster) -> None:
     assert _retrieve(retrieval, 10, include_categories=["garden tools"]) == [NEW_ID + 1]
 
 
-def test_changes_survive_a_reload(cluster: Cluster) -> None:
-    catalog, retrieval = _stubs(cluster)
+def test_changes_survive_a_reload(channel: grpc.Channel) -> None:
+    catalog, retrieval = _stubs(channel)
     catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[_item(NEW_ID)]), timeout=10)
     catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=[100005]), timeout=10)
-    admin = admin_pb2_grpc.ModelAdminServiceStub(
-        grpc.insecure_channel(cluster.address("retrieval"))
-    )
+    admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
     admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)
     assert _retrieve(retrieval, 5, include_categories=["garden tools"]) == [NEW_ID]
     assert 100005 not in _retrieve(retrieval, 1000)
@@ -112,9 +115,9 @@ def test_changes_survive_a_reload(cluster: Cluster) -> None:
     ],
 )
 def test_bad_upserts_name_the_field(
-    cluster: Cluster, items: list[catalog_pb2.CatalogItem], field: str
+    channel: grpc.Channel, items: list[catalog_pb2.CatalogItem], field: str
 ) -> None:
-    catalog, retrieval = _stubs(cluster)
+    catalog, retrieval = _stubs(channel)
     with pytest.raises(grpc.RpcError) as info:
         catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=items), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -127,17 +130,18 @@ def test_bad_deletes_and_a_full_live_catalogue(artifacts: Path) -> None:
     try:
         app = RetrievalApp(RetrievalConfig(artifacts.parent, max_live_items=2))
         cluster.start("retrieval", app, admin_port=0)
-        catalog, _ = _stubs(cluster)
-        for request in (
-            catalog_pb2.DeleteItemsRequest(),
-            catalog_pb2.DeleteItemsRequest(item_ids=[-3]),
-        ):
+        with grpc.insecure_channel(cluster.address("retrieval")) as channel:
+            catalog, _ = _stubs(channel)
+            for request in (
+                catalog_pb2.DeleteItemsRequest(),
+                catalog_pb2.DeleteItemsRequest(item_ids=[-3]),
+            ):
+                with pytest.raises(grpc.RpcError) as info:
+                    catalog.DeleteItems(request, timeout=10)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            too_many = [_item(NEW_ID + i) for i in range(3)]
             with pytest.raises(grpc.RpcError) as info:
-                catalog.DeleteItems(request, timeout=10)
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        too_many = [_item(NEW_ID + i) for i in range(3)]
-        with pytest.raises(grpc.RpcError) as info:
-            catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=too_many), timeout=10)
+                catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=too_many), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "limit 2" in info.value.details()
     finally:
@@ -154,24 +158,22 @@ def test_catalog_service_follows_the_admin_port(artifacts: Path) -> None:
         cluster.start("own", RetrievalApp(RetrievalConfig(artifacts.parent)), admin_port=admin_port)
         request = catalog_pb2.DeleteItemsRequest(item_ids=[999_999_999])
         for name in ("off", "own"):  # not on the main port of either
-            stub = catalog_pb2_grpc.CatalogServiceStub(grpc.insecure_channel(cluster.address(name)))
-            with pytest.raises(grpc.RpcError) as info:
-                stub.DeleteItems(request, timeout=5)
+            with grpc.insecure_channel(cluster.address(name)) as channel:
+                stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.DeleteItems(request, timeout=5)
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        admin = catalog_pb2_grpc.CatalogServiceStub(
-            grpc.insecure_channel(f"127.0.0.1:{admin_port}")
-        )
-        assert list(admin.DeleteItems(request, timeout=5).not_found_item_ids) == [999_999_999]
+        with grpc.insecure_channel(f"127.0.0.1:{admin_port}") as channel:
+            admin = catalog_pb2_grpc.CatalogServiceStub(channel)
+            assert list(admin.DeleteItems(request, timeout=5).not_found_item_ids) == [999_999_999]
     finally:
         cluster.close()
 
 
-def test_searches_during_changes_never_fail(cluster: Cluster) -> None:
+def test_searches_during_changes_never_fail(channel: grpc.Channel) -> None:
     """Four threads search while the main thread adds and deletes items. A search that
     starts after a delete was acknowledged must not return the deleted item."""
-    catalog, _ = _stubs(cluster)
-    channel = grpc.insecure_channel(cluster.address("retrieval"))
-    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    catalog, stub = _stubs(channel)
     stop = threading.Event()
     lock = threading.Lock()
     deleted: set[int] = set()

@@ -24,19 +24,30 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     cluster.close()
 
 
-def _catalog(cluster: Cluster, name: str) -> catalog_pb2_grpc.CatalogServiceStub:
-    return catalog_pb2_grpc.CatalogServiceStub(grpc.insecure_channel(cluster.address(name)))
+@pytest.fixture(scope="module")
+def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
+    """One channel per server, closed with the module."""
+    opened = {name: grpc.insecure_channel(cluster.address(name)) for name in FEED_ORDER}
+    yield opened
+    for channel in opened.values():
+        channel.close()
 
 
-def _recommend(cluster: Cluster, **fields: object) -> gateway_pb2.RecommendResponse:
-    stub = gateway_pb2_grpc.RecommendationServiceStub(
-        grpc.insecure_channel(cluster.address("gateway"))
-    )
+def _catalog(channels: dict[str, grpc.Channel], name: str) -> catalog_pb2_grpc.CatalogServiceStub:
+    return catalog_pb2_grpc.CatalogServiceStub(channels[name])
+
+
+def _recommend(
+    channels: dict[str, grpc.Channel], **fields: object
+) -> gateway_pb2.RecommendResponse:
+    stub = gateway_pb2_grpc.RecommendationServiceStub(channels["gateway"])
     request = gateway_pb2.RecommendRequest(user_id="u000001", num_items=10, **fields)  # type: ignore[arg-type]
     return stub.Recommend(request, timeout=10)
 
 
-def test_new_product_is_recommended_with_tags_then_deleted(cluster: Cluster) -> None:
+def test_new_product_is_recommended_with_tags_then_deleted(
+    channels: dict[str, grpc.Channel],
+) -> None:
     item = catalog_pb2.CatalogItem(
         item_id=NEW_ID,
         title="waterproof trail running shoes",
@@ -45,19 +56,19 @@ def test_new_product_is_recommended_with_tags_then_deleted(cluster: Cluster) -> 
         brand="Ridgeline",
         price=89.0,
     )
-    tagged = _catalog(cluster, "tagging").UpsertItems(
+    tagged = _catalog(channels, "tagging").UpsertItems(
         catalog_pb2.UpsertItemsRequest(items=[item]), timeout=30
     )
     assert tagged.inserted == 1 and len(tagged.tags) == 1
     assert tagged.tags[0].item_id == NEW_ID
     item.tags.extend(t.name for t in tagged.tags[0].tags)
     for name in FEED_ORDER[1:]:
-        answer = _catalog(cluster, name).UpsertItems(
+        answer = _catalog(channels, name).UpsertItems(
             catalog_pb2.UpsertItemsRequest(items=[item]), timeout=30
         )
         assert answer.inserted == 1, name
 
-    response = _recommend(cluster, include_categories=["outdoor footwear"])
+    response = _recommend(channels, include_categories=["outdoor footwear"])
     assert [i.item_id for i in response.items] == [NEW_ID]
     shown = response.items[0]
     assert shown.title == item.title and shown.category == "outdoor footwear"
@@ -65,23 +76,32 @@ def test_new_product_is_recommended_with_tags_then_deleted(cluster: Cluster) -> 
     assert not response.ranking_degraded and not response.tagging_degraded
 
     for name in FEED_ORDER:
-        gone = _catalog(cluster, name).DeleteItems(
+        gone = _catalog(channels, name).DeleteItems(
             catalog_pb2.DeleteItemsRequest(item_ids=[NEW_ID]), timeout=30
         )
         assert gone.deleted == 1, name
-    assert _recommend(cluster, include_categories=["outdoor footwear"]).items == []
-    assert NEW_ID not in [i.item_id for i in _recommend(cluster).items]
+    assert _recommend(channels, include_categories=["outdoor footwear"]).items == []
+    assert NEW_ID not in [i.item_id for i in _recommend(channels).items]
 
 
-def test_ranking_scores_a_live_item_without_the_feed_order_mattering(cluster: Cluster) -> None:
-    """Retrieval told first, ranking not at all: Recommend degrades to retrieval order
-    (ranking does not know the item) instead of failing."""
+def test_a_live_item_ranking_was_not_told_about_degrades_to_retrieval_order_until_it_is(
+    channels: dict[str, grpc.Channel],
+) -> None:
+    """Fed out of order (retrieval first, ranking not yet): Recommend answers in retrieval
+    order with ranking_degraded (ranking does not know the item) instead of failing; once
+    ranking gets the item too, the same request is ranked again (not degraded). Catches a
+    gateway that fails instead of degrading, or one that stays degraded (or a ranking
+    service that does not apply the late upsert)."""
     item = catalog_pb2.CatalogItem(
         item_id=NEW_ID + 1, title="camp stove", category="camp kitchen", price=30.0
     )
-    _catalog(cluster, "retrieval").UpsertItems(
-        catalog_pb2.UpsertItemsRequest(items=[item]), timeout=30
-    )
-    response = _recommend(cluster, include_categories=["camp kitchen"])
+    request = catalog_pb2.UpsertItemsRequest(items=[item])
+    assert _catalog(channels, "retrieval").UpsertItems(request, timeout=30).inserted == 1
+    response = _recommend(channels, include_categories=["camp kitchen"])
     assert [i.item_id for i in response.items] == [NEW_ID + 1]
     assert response.ranking_degraded
+
+    assert _catalog(channels, "ranking").UpsertItems(request, timeout=30).inserted == 1
+    response = _recommend(channels, include_categories=["camp kitchen"])
+    assert [i.item_id for i in response.items] == [NEW_ID + 1]
+    assert not response.ranking_degraded

@@ -8,7 +8,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 
+from evaluation.harness import RANKING_CANDIDATES
+from ranking.scorer import RankingScorer
+from recdata.artifacts import resolve
+from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recsys.v1 import (
     common_pb2,
@@ -19,6 +24,7 @@ from recsys.v1 import (
     tagging_pb2,
     tagging_pb2_grpc,
 )
+from retrieval.retriever import Retriever
 from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
@@ -36,20 +42,41 @@ def stages(artifacts: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
+def channels(stages: Cluster) -> Iterator[dict[str, grpc.Channel]]:
+    """One channel per server for the module's tests, closed at the end."""
+    opened = {name: grpc.insecure_channel(stages.address(name)) for name in stages.servers}
+    yield opened
+    for channel in opened.values():
+        channel.close()
+
+
+@pytest.fixture(scope="module")
 def items(artifacts: Path) -> ItemTable:
     return ItemTable.load(artifacts / "items")
 
 
-def _stub(c: Cluster, name: str, stub_class: type) -> object:
-    return stub_class(grpc.insecure_channel(c.address(name)))
+@pytest.fixture
+def retrieval(channels: dict[str, grpc.Channel]) -> retrieval_pb2_grpc.RetrievalServiceStub:
+    return retrieval_pb2_grpc.RetrievalServiceStub(channels["retrieval"])
 
 
-def test_retrieve_exact_k_with_filters(stages: Cluster, items: ItemTable) -> None:
-    stub = _stub(stages, "retrieval", retrieval_pb2_grpc.RetrievalServiceStub)
+@pytest.fixture
+def ranking(channels: dict[str, grpc.Channel]) -> ranking_pb2_grpc.RankingServiceStub:
+    return ranking_pb2_grpc.RankingServiceStub(channels["ranking"])
+
+
+@pytest.fixture
+def tagging(channels: dict[str, grpc.Channel]) -> tagging_pb2_grpc.TaggingServiceStub:
+    return tagging_pb2_grpc.TaggingServiceStub(channels["tagging"])
+
+
+def test_retrieve_exact_k_with_filters(
+    retrieval: retrieval_pb2_grpc.RetrievalServiceStub, items: ItemTable
+) -> None:
     recent = items.item_ids[10:15].tolist()
     excluded = items.item_ids[:300].tolist()
     dropped = items.category_names[0]
-    response = stub.Retrieve(
+    response = retrieval.Retrieve(
         retrieval_pb2.RetrieveRequest(
             user_id="u1",
             recent_item_ids=recent,
@@ -68,11 +95,12 @@ def test_retrieve_exact_k_with_filters(stages: Cluster, items: ItemTable) -> Non
     assert not response.exhausted
 
 
-def test_retrieve_returns_all_eligible_when_fewer_than_k(stages: Cluster, items: ItemTable) -> None:
-    stub = _stub(stages, "retrieval", retrieval_pb2_grpc.RetrievalServiceStub)
+def test_retrieve_returns_all_eligible_when_fewer_than_k(
+    retrieval: retrieval_pb2_grpc.RetrievalServiceStub, items: ItemTable
+) -> None:
     category = items.category_names[int(np.argmin(np.bincount(items.categories)))]
     in_category = int((items.categories == items.category_names.index(category)).sum())
-    response = stub.Retrieve(
+    response = retrieval.Retrieve(
         retrieval_pb2.RetrieveRequest(
             user_id="u1",
             recent_item_ids=items.item_ids[:3].tolist(),
@@ -86,18 +114,20 @@ def test_retrieve_returns_all_eligible_when_fewer_than_k(stages: Cluster, items:
     assert -1 not in response.item_ids
 
 
-def test_retrieve_rejects_k_over_the_maximum(stages: Cluster) -> None:
-    stub = _stub(stages, "retrieval", retrieval_pb2_grpc.RetrievalServiceStub)
+def test_retrieve_rejects_k_over_the_maximum(
+    retrieval: retrieval_pb2_grpc.RetrievalServiceStub,
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        stub.Retrieve(retrieval_pb2.RetrieveRequest(user_id="u1", k=501), timeout=10)
+        retrieval.Retrieve(retrieval_pb2.RetrieveRequest(user_id="u1", k=501), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "k:" in info.value.details()
 
 
-def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
-    stub = _stub(stages, "ranking", ranking_pb2_grpc.RankingServiceStub)
+def test_rank_orders_and_truncates(
+    ranking: ranking_pb2_grpc.RankingServiceStub, items: ItemTable
+) -> None:
     candidates = items.item_ids[100:300].tolist()
-    response = stub.Rank(
+    response = ranking.Rank(
         ranking_pb2.RankRequest(
             user_id="u1",
             recent_item_ids=items.item_ids[:5].tolist(),
@@ -110,6 +140,59 @@ def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
     assert set(response.item_ids) <= set(candidates)
     assert list(response.scores) == sorted(response.scores, reverse=True)
     assert response.model_version
+
+
+def test_served_retrieve_and_rank_equal_the_evaluation_path(
+    retrieval: retrieval_pb2_grpc.RetrievalServiceStub,
+    ranking: ranking_pb2_grpc.RankingServiceStub,
+    artifacts: Path,
+    items: ItemTable,
+) -> None:
+    """Real held-out users (their stored history without its last event, as evaluation
+    builds them): Retrieve over gRPC returns the candidates evaluation ranked
+    (Retriever.retrieve_rows_many, history excluded) with their two-tower scores, and Rank
+    over gRPC gives every candidate the logit of the evaluation path (FeatureBuilder.build
+    and the loaded model, as `rerank` computes it), so the manifest's measured quality is
+    what these servers answer. Catches a service or scorer that drops, truncates (e.g. to
+    the newest item) or reorders recent_item_ids, or loses the candidate scores."""
+    version_dir = resolve(artifacts)
+    users = UserHistoryStore.load(version_dir / "users")
+    sequences = [users.recent_items(u) for u in users.user_ids()[:12]]
+    histories = [items.rows_of(s[:-1])[0] for s in sequences if len(s) >= 3]
+    retriever = Retriever.load(version_dir, device="cpu")
+    candidates, scores = retriever.retrieve_rows_many(histories, RANKING_CANDIDATES)
+    scorer = RankingScorer.load(version_dir, device="cpu")
+    with torch.inference_mode():
+        batch = scorer.features.build(histories, candidates, scores)
+        expected = scorer.model(*batch.tensors()).numpy().reshape(candidates.shape)
+    for i, history in enumerate(histories):
+        recent = items.item_ids[history].tolist()
+        found = retrieval.Retrieve(
+            retrieval_pb2.RetrieveRequest(
+                user_id=f"held-out-{i}",
+                recent_item_ids=recent,
+                k=RANKING_CANDIDATES,
+                filter=common_pb2.ItemFilter(exclude_item_ids=sorted(set(recent))),
+            ),
+            timeout=10,
+        )
+        assert list(found.item_ids) == items.item_ids[candidates[i]].tolist()
+        np.testing.assert_allclose(found.two_tower_scores, scores[i], rtol=1e-5, atol=1e-5)
+        ranked = ranking.Rank(
+            ranking_pb2.RankRequest(
+                user_id=f"held-out-{i}",
+                recent_item_ids=recent,
+                candidate_item_ids=found.item_ids,
+                candidate_scores=found.two_tower_scores,
+                num_items=0,  # every candidate, ordered
+            ),
+            timeout=10,
+        )
+        position = {item: p for p, item in enumerate(found.item_ids)}
+        order = [position[item] for item in ranked.item_ids]
+        assert sorted(order) == list(range(RANKING_CANDIDATES))
+        # float32 on the wire; CUDA (device auto) rounds a little differently from CPU
+        np.testing.assert_allclose(ranked.scores, expected[i, order], rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -149,19 +232,22 @@ def test_rank_orders_and_truncates(stages: Cluster, items: ItemTable) -> None:
         ),
     ],
 )
-def test_rank_bad_input(stages: Cluster, fields: dict, code: grpc.StatusCode, needle: str) -> None:
-    stub = _stub(stages, "ranking", ranking_pb2_grpc.RankingServiceStub)
+def test_rank_bad_input(
+    ranking: ranking_pb2_grpc.RankingServiceStub, fields: dict, code: grpc.StatusCode, needle: str
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        stub.Rank(ranking_pb2.RankRequest(**{"user_id": "u1", **fields}), timeout=10)
+        ranking.Rank(ranking_pb2.RankRequest(**{"user_id": "u1", **fields}), timeout=10)
     assert info.value.code() == code
     assert needle in info.value.details()
 
 
-def test_generate_tags_for_new_products(stages: Cluster) -> None:
-    stub = _stub(stages, "tagging", tagging_pb2_grpc.TaggingServiceStub)
-    vocabulary = stub.ListTags(tagging_pb2.ListTagsRequest(), timeout=10).tags
+def test_generate_tags_for_new_products(tagging: tagging_pb2_grpc.TaggingServiceStub) -> None:
+    """A product named after a tag (the vocabulary's most frequent one, which the
+    catalogue's titles spell out most often) gets that tag; catches a service that answers
+    every product with no tags, or with another product's."""
+    vocabulary = tagging.ListTags(tagging_pb2.ListTagsRequest(), timeout=10).tags
     tag = vocabulary[0]
-    response = stub.GenerateTags(
+    response = tagging.GenerateTags(
         tagging_pb2.GenerateTagsRequest(
             items=[
                 tagging_pb2.ProductText(title=f"{tag} {tag} product", description=f"very {tag}"),
@@ -174,6 +260,7 @@ def test_generate_tags_for_new_products(stages: Cluster) -> None:
     )
     assert len(response.results) == 2
     assert all(len(r.tags) <= 3 for r in response.results)
+    assert tag in [t.name for t in response.results[0].tags]
     confidences = [t.confidence for t in response.results[0].tags]
     assert confidences == sorted(confidences, reverse=True)
     assert all(0.0 <= c <= 1.0 for c in confidences)
@@ -200,19 +287,21 @@ def test_generate_tags_for_new_products(stages: Cluster) -> None:
     ],
 )
 def test_generate_tags_limits(
-    stages: Cluster, request_: tagging_pb2.GenerateTagsRequest, needle: str
+    tagging: tagging_pb2_grpc.TaggingServiceStub,
+    request_: tagging_pb2.GenerateTagsRequest,
+    needle: str,
 ) -> None:
-    stub = _stub(stages, "tagging", tagging_pb2_grpc.TaggingServiceStub)
     with pytest.raises(grpc.RpcError) as info:
-        stub.GenerateTags(request_, timeout=10)
+        tagging.GenerateTags(request_, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in info.value.details()
 
 
-def test_get_item_tags_reports_unknown_ids(stages: Cluster, items: ItemTable) -> None:
-    stub = _stub(stages, "tagging", tagging_pb2_grpc.TaggingServiceStub)
+def test_get_item_tags_reports_unknown_ids(
+    tagging: tagging_pb2_grpc.TaggingServiceStub, items: ItemTable
+) -> None:
     known = items.item_ids[:4].tolist()
-    response = stub.GetItemTags(
+    response = tagging.GetItemTags(
         tagging_pb2.GetItemTagsRequest(item_ids=[*known, 987_654_321], max_tags=2), timeout=10
     )
     assert [i.item_id for i in response.items] == known

@@ -5,13 +5,15 @@ artifact served end to end."""
 from __future__ import annotations
 
 import dataclasses
-import time
+import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from pipeline.train import TrainingConfig, train_all
 from recdata.schema import Dataset
@@ -26,12 +28,38 @@ from recsys.v1 import (
 )
 from services.errors import InvalidArgument
 from services.tagging_service import CatalogItem, TaggingApp, TaggingConfig
+from services.tracing import tracing_with
 from tagging.catalog_tags import CatalogTags
 from tagging.tagger import Tagger
 from tagging.text import product_text
 from tests.integration.cluster import Cluster, thread_held
 
 NEW_ITEM = 9_000_001
+GENERATE_TAGS = "recsys.v1.TaggingService/GenerateTags"  # span names: service/method
+UPSERT_ITEMS = "recsys.v1.CatalogService/UpsertItems"
+
+
+class CallSignals(SpanProcessor):
+    """Events set when the server starts and ends handling a call, through the service's
+    own tracing hook (one SERVER span per call). A handler runs on the server's event loop
+    from its span's start to its first await, so once `started` is set, any later call is
+    handled after the first one reached that await."""
+
+    def __init__(self) -> None:
+        self._started: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self._ended: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+
+    def started(self, name: str) -> threading.Event:
+        return self._started[name]
+
+    def ended(self, name: str) -> threading.Event:
+        return self._ended[name]
+
+    def on_start(self, span: Span, parent_context: object = None) -> None:
+        self._started[span.name].set()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._ended[span.name].set()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +71,16 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     c.close()
 
 
-def _stub(c: Cluster, name: str) -> tagging_pb2_grpc.TaggingServiceStub:
-    return tagging_pb2_grpc.TaggingServiceStub(grpc.insecure_channel(c.address(name)))
+@pytest.fixture(scope="module")
+def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
+    opened = {name: grpc.insecure_channel(cluster.address(name)) for name in cluster.servers}
+    yield opened
+    for channel in opened.values():
+        channel.close()
+
+
+def _stub(channels: dict[str, grpc.Channel], name: str) -> tagging_pb2_grpc.TaggingServiceStub:
+    return tagging_pb2_grpc.TaggingServiceStub(channels[name])
 
 
 def _names(response: tagging_pb2.GenerateTagsResponse) -> list[list[str]]:
@@ -62,11 +98,11 @@ def _requests(vocabulary: list[str]) -> list[tagging_pb2.GenerateTagsRequest]:
 
 
 def test_concurrent_batched_calls_answer_as_unbatched_ones_at_calibrated_thresholds(
-    cluster: Cluster, artifacts: Path
+    channels: dict[str, grpc.Channel], artifacts: Path
 ) -> None:
     tagger = Tagger.load(artifacts / "tagging")
     threshold = dict(zip(tagger.tag_names, tagger.thresholds.tolist(), strict=True))
-    batched, direct = _stub(cluster, "batched"), _stub(cluster, "direct")
+    batched, direct = _stub(channels, "batched"), _stub(channels, "direct")
     requests = _requests(tagger.tag_names)
     with ThreadPoolExecutor(12) as pool:  # concurrent calls: batches do form
         got = list(pool.map(lambda r: batched.GenerateTags(r, timeout=30), requests))
@@ -86,10 +122,10 @@ def test_concurrent_batched_calls_answer_as_unbatched_ones_at_calibrated_thresho
 
 
 def test_upserted_items_are_tagged_once_and_served_by_get_item_tags(
-    cluster: Cluster, artifacts: Path
+    cluster: Cluster, channels: dict[str, grpc.Channel], artifacts: Path
 ) -> None:
     app: TaggingApp = cluster.servers["batched"].app  # type: ignore[assignment]
-    stub = _stub(cluster, "batched")
+    stub = _stub(channels, "batched")
     word = Tagger.load(artifacts / "tagging").tag_names[0]
     new = [
         CatalogItem(NEW_ITEM, f"{word} {word} jacket", f"really {word}", "Jackets"),
@@ -120,10 +156,10 @@ def test_upserted_items_are_tagged_once_and_served_by_get_item_tags(
 
 
 def test_deleting_a_trained_catalogue_item_survives_a_reload(
-    cluster: Cluster, artifacts: Path
+    cluster: Cluster, channels: dict[str, grpc.Channel], artifacts: Path
 ) -> None:
     app: TaggingApp = cluster.servers["direct"].app  # type: ignore[assignment]
-    stub = _stub(cluster, "direct")
+    stub = _stub(channels, "direct")
     any_id = int(CatalogTags.load(artifacts / "tagging").item_ids[0])
     assert cluster.run(app.delete_items([any_id])) == [any_id]
     cluster.run(cluster.servers["direct"].reload(None))
@@ -170,21 +206,24 @@ def test_a_minilm_artifact_is_served(minilm_artifacts: Path) -> None:
     c = Cluster()
     try:
         c.start("tagging", TaggingApp(TaggingConfig(minilm_artifacts)))
-        stub = _stub(c, "tagging")
-        vocabulary = list(stub.ListTags(tagging_pb2.ListTagsRequest(), timeout=10).tags)
-        assert vocabulary == tagger.tag_names
-        request = tagging_pb2.GenerateTagsRequest(
-            items=[tagging_pb2.ProductText(title=f"{vocabulary[0]} rain jacket")], max_tags=3
-        )
-        response = stub.GenerateTags(request, timeout=30)
-        assert response.model_version == minilm_artifacts.name
-        assert _names(response) == [
-            [n for n, _ in tagger.predict([f"{vocabulary[0]} rain jacket"], 3)[0]]
-        ]
-        app: TaggingApp = c.servers["tagging"].app  # type: ignore[assignment]
-        [tags] = c.run(app.upsert_items([CatalogItem(NEW_ITEM, "waterproof rain jacket")]))
-        got = stub.GetItemTags(tagging_pb2.GetItemTagsRequest(item_ids=[NEW_ITEM], max_tags=8))
-        assert [t.name for t in got.items[0].tags] == [n for n, _ in tags]
+        with grpc.insecure_channel(c.address("tagging")) as channel:
+            stub = tagging_pb2_grpc.TaggingServiceStub(channel)
+            vocabulary = list(stub.ListTags(tagging_pb2.ListTagsRequest(), timeout=10).tags)
+            assert vocabulary == tagger.tag_names
+            request = tagging_pb2.GenerateTagsRequest(
+                items=[tagging_pb2.ProductText(title=f"{vocabulary[0]} rain jacket")], max_tags=3
+            )
+            response = stub.GenerateTags(request, timeout=30)
+            assert response.model_version == minilm_artifacts.name
+            assert _names(response) == [
+                [n for n, _ in tagger.predict([f"{vocabulary[0]} rain jacket"], 3)[0]]
+            ]
+            app: TaggingApp = c.servers["tagging"].app  # type: ignore[assignment]
+            [tags] = c.run(app.upsert_items([CatalogItem(NEW_ITEM, "waterproof rain jacket")]))
+            got = stub.GetItemTags(
+                tagging_pb2.GetItemTagsRequest(item_ids=[NEW_ITEM], max_tags=8), timeout=10
+            )
+            assert [t.name for t in got.items[0].tags] == [n for n, _ in tags]
     finally:
         c.close()
 
@@ -194,26 +233,27 @@ def test_big_calls_past_the_queued_product_limit_are_refused(artifacts: Path) ->
     max_direct_texts products queued there, RESOURCE_EXHAUSTED at once (not seconds of
     queue ahead of the small calls)."""
     app = TaggingApp(TaggingConfig(artifacts, workers=1, max_direct_texts=16))
+    signals = CallSignals()
     c = Cluster()
     try:
-        c.start("tagging", app)
-        stub = _stub(c, "tagging")
-        big = tagging_pb2.GenerateTagsRequest(
-            items=[tagging_pb2.ProductText(title=f"walnut desk lamp {i}") for i in range(12)]
-        )
-        with thread_held(app._executor.pool):  # the one model thread, busy
-            first = stub.GenerateTags.future(big, timeout=60)
-            queued = time.monotonic() + 30
-            while app._direct_texts < 12:  # the first call's products are queued
-                assert time.monotonic() < queued, "first call never reached the queue"
-                time.sleep(0.01)
-            with pytest.raises(grpc.RpcError) as info:
-                stub.GenerateTags(big, timeout=10)
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "queued" in info.value.details()
-        assert len(first.result(timeout=60).results) == 12
-        assert app._direct_texts == 0
-        assert len(stub.GenerateTags(big, timeout=60).results) == 12  # free again
+        c.start("tagging", app, tracing=tracing_with(signals, "tagging"))
+        with grpc.insecure_channel(c.address("tagging")) as channel:
+            stub = tagging_pb2_grpc.TaggingServiceStub(channel)
+            big = tagging_pb2.GenerateTagsRequest(
+                items=[tagging_pb2.ProductText(title=f"walnut desk lamp {i}") for i in range(12)]
+            )
+            with thread_held(app._executor.pool):  # the one model thread, busy
+                first = stub.GenerateTags.future(big, timeout=60)
+                # Its handler counts its 12 products and queues them before it yields the
+                # loop: the next call is handled with them counted.
+                assert signals.started(GENERATE_TAGS).wait(30), "first call never arrived"
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.GenerateTags(big, timeout=10)
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "queued" in info.value.details()
+            assert len(first.result(timeout=60).results) == 12
+            assert app._direct_texts == 0
+            assert len(stub.GenerateTags(big, timeout=60).results) == 12  # free again
     finally:
         c.close()
 
@@ -223,30 +263,36 @@ def test_an_upsert_past_its_deadline_is_applied_and_survives_a_reload(artifacts:
     deadline passes meanwhile gets DEADLINE_EXCEEDED, and the items are then served *and*
     remembered (re-applied by a reload), never served and forgotten."""
     app = TaggingApp(TaggingConfig(artifacts, workers=1))
+    signals = CallSignals()
     c = Cluster()
     try:
-        c.start("tagging", app, admin_port=0)
-        channel = grpc.insecure_channel(c.address("tagging"))
-        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
-        stub = tagging_pb2_grpc.TaggingServiceStub(channel)
-        item = catalog_pb2.CatalogItem(
-            item_id=990_001, title="Walnut Desk Lamp", category="lamps", description="warm"
-        )
-        with thread_held(app._executor.pool):  # the upsert waits for the thread
-            with pytest.raises(grpc.RpcError) as info:
-                catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=2)
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        c.start("tagging", app, admin_port=0, tracing=tracing_with(signals, "tagging"))
+        with grpc.insecure_channel(c.address("tagging")) as channel:
+            catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+            stub = tagging_pb2_grpc.TaggingServiceStub(channel)
+            item = catalog_pb2.CatalogItem(
+                item_id=990_001, title="Walnut Desk Lamp", category="lamps", description="warm"
+            )
+            with thread_held(app._executor.pool):  # the upsert waits for the thread
+                with pytest.raises(grpc.RpcError) as info:
+                    catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item]), timeout=2)
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                # The handler ends (cancelled at its deadline) only after the shielded
+                # upsert it started has queued its tagging for the held thread.
+                assert signals.ended(UPSERT_ITEMS).wait(30), "the upsert handler never ended"
+            # The one model thread runs its queue in order: once this no-op has run, so has
+            # the upsert's tagging (which writes the served tags from that thread).
+            app._executor.pool.submit(lambda: None).result(timeout=60)
 
-        def known() -> bool:
-            lookup = stub.GetItemTags(tagging_pb2.GetItemTagsRequest(item_ids=[990_001]))
-            return not lookup.unknown_item_ids
+            def known() -> bool:
+                lookup = stub.GetItemTags(
+                    tagging_pb2.GetItemTagsRequest(item_ids=[990_001]), timeout=10
+                )
+                return not lookup.unknown_item_ids
 
-        applied = time.monotonic() + 30
-        while not known():  # the shielded upsert finishes once the thread is free
-            assert time.monotonic() < applied, "the upsert was never applied"
-            time.sleep(0.01)
-        admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
-        admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)
-        assert known()
+            assert known()
+            admin = admin_pb2_grpc.ModelAdminServiceStub(channel)
+            admin.ReloadModel(admin_pb2.ReloadModelRequest(), timeout=60)
+            assert known()
     finally:
         c.close()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from ranking.export import example_batch
-from ranking.features import DENSE_FEATURES, FeatureBuilder
+from ranking.features import DENSE_FEATURES, MAX_HISTORY, RECENCY_DECAY, FeatureBuilder
 from ranking.model import Ranker, RankerConfig
 from recdata.items import ItemTable
 from recdata.split import UserSequences
@@ -86,3 +87,42 @@ def test_switched_off_features_do_not_reach_the_model() -> None:
         for name in names:
             batch.dense[:, COLUMN[name]] += 5.0
         torch.testing.assert_close(model(*batch.tensors()), before)
+
+
+def test_history_inputs_are_the_newest_items_right_aligned() -> None:
+    """The model's history input is the categories of the newest MAX_HISTORY items, in
+    order, right-aligned after padding; same_category and recent_category are computed
+    over exactly those items (checked against the formulas written out here), in both
+    layouts. Catches a feature path that keeps fewer items (the newest only), another
+    window, or blinds the history (all padding)."""
+    n = 60
+    items = _items(n)
+    items.categories = (np.arange(n) % 5).astype(items.categories.dtype)  # 5 categories
+    items.category_names = [f"c{i}" for i in range(5)]
+    features = FeatureBuilder(items)
+    rng = np.random.default_rng(4)
+    long = rng.integers(0, n, 2 * MAX_HISTORY + 3)
+    short = np.array([7, 12, 3])
+    candidates = np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
+    pad = len(items.category_names)
+    for batch in (
+        features.build([long, short], candidates, None),
+        features.build_ragged([long, short], list(candidates), [None, None]),
+    ):
+        window = long[-MAX_HISTORY:]
+        np.testing.assert_array_equal(batch.history_categories[0].numpy(), items.categories[window])
+        assert batch.history_categories[1, : MAX_HISTORY - 3].eq(pad).all()
+        np.testing.assert_array_equal(
+            batch.history_categories[1, -3:].numpy(), items.categories[short]
+        )
+        for user, history in ((0, window), (1, short)):
+            cats = items.categories[history]
+            weights = RECENCY_DECAY ** np.arange(len(history) - 1, -1, -1)
+            for j, row in enumerate(candidates[user]):
+                pair = user * candidates.shape[1] + j
+                match = cats == items.categories[row]
+                dense = batch.dense[pair].numpy()
+                assert dense[COLUMN["same_category"]] == pytest.approx(match.mean(), abs=1e-6)
+                assert dense[COLUMN["recent_category"]] == pytest.approx(
+                    (weights * match).sum() / weights.sum(), abs=1e-6
+                )

@@ -79,3 +79,68 @@ def test_a_pair_scores_the_same_alone_and_in_a_batch() -> None:
                 *(t[i : i + 1] for t in batch.tensors()[2:]),
             )
             torch.testing.assert_close(alone[0], together[i])
+
+
+@pytest.mark.parametrize("num_categories", [12, 400])  # category space, per-pair history copy
+def test_target_attention_is_a_softmax_over_the_users_own_history(num_categories: int) -> None:
+    """The attention against a reference written out here: for each pair, softmax over
+    its user's non-padding history items of (item · candidate) / sqrt(d), and the weighted
+    sum of the items. Catches blinded attention (weights zeroed, every slot masked, the
+    candidate or the history dropped from the logits) on either path."""
+    torch.manual_seed(6)
+    model = Ranker(_config(num_categories=num_categories)).eval()
+    pad = model.cfg.num_categories
+    batch = example_batch(model.cfg, users=4, pairs=80, seed=7)
+    batch.history_categories[1, :17] = pad  # a short history
+    batch.history_categories[2] = pad  # none at all
+    with torch.inference_mode():
+        cand = (
+            model.category(batch.candidate_categories)
+            + model.brand(batch.candidate_brands)
+            + model.price(batch.candidate_prices)
+            + model.tags(batch.candidate_tags)
+        )
+        got = model._target_attention(
+            cand,
+            batch.history_categories[batch.user_index],
+            model.category(batch.history_categories),
+            batch.user_index,
+        )
+        table = model.category.weight
+        for n in range(len(cand)):
+            history = batch.history_categories[batch.user_index[n]]
+            vectors = table[history[history != pad]]  # (h, d)
+            if len(vectors) == 0:
+                expected = torch.zeros_like(cand[n])
+            else:
+                weights = torch.softmax(vectors @ cand[n] / model.cfg.dim**0.5, dim=0)
+                expected = weights @ vectors
+            torch.testing.assert_close(got[n], expected, rtol=1e-5, atol=1e-6)
+    assert got.abs().sum(1)[batch.user_index != 2].min() > 0  # every pair with a history
+
+
+def test_scores_depend_on_the_history_beyond_its_mean() -> None:
+    """Two histories whose category vectors have the same mean (e1 + e2 = e3 + e4): with
+    attention off (mean of the history) every score is the same, with attention on the
+    scores differ, because each candidate weighs the items by similarity to itself.
+    Catches a forward pass that reads the history only through its mean (attention
+    blinded, its output dropped or replaced)."""
+    torch.manual_seed(8)
+    cfg = _config()
+    on = Ranker(cfg).eval()
+    off = Ranker(_config(use_attention=False)).eval()
+    with torch.no_grad():  # vectors large enough for the softmax to be far from uniform
+        table = on.category.weight
+        table[: cfg.num_categories] = torch.randn(cfg.num_categories, cfg.dim)
+        table[3] = table[1] + table[2] - table[4]
+    off.load_state_dict(on.state_dict())
+    batch = example_batch(cfg, users=1, pairs=40, seed=9)
+    first, second = batch.history_categories.clone(), batch.history_categories.clone()
+    first[0], second[0] = cfg.num_categories, cfg.num_categories
+    first[0, -2:] = torch.tensor([1, 2])
+    second[0, -2:] = torch.tensor([3, 4])
+    rest = batch.tensors()[1:]
+    with torch.inference_mode():
+        torch.testing.assert_close(off(first, *rest), off(second, *rest))
+        difference = (on(first, *rest) - on(second, *rest)).abs()
+    assert difference.min() > 0 and difference.max() > 1e-3, difference
