@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
+
 from services.gateway_service import GatewayApp, GatewayConfig
 from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
@@ -22,6 +24,32 @@ from services.tagging_service import TaggingApp, TaggingConfig
 from services.tracing import Tracing
 
 T = TypeVar("T")
+
+
+class HeldStage:
+    """The waiting part of a real stand-in stage server (a servicer subclass adds the RPC):
+    a call sets `received`, then waits until the test sets `release`, so a request is held
+    in flight for exactly as long as the test needs, without sleeping."""
+
+    def __init__(self) -> None:
+        self.received = threading.Event()
+        self.release = threading.Event()
+        self.address = ""  # "host:port", once the test has it listening
+
+    def hold(self) -> None:
+        self.received.set()
+        self.release.wait(timeout=30)
+
+
+@contextmanager
+def channels_to(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
+    """One channel per server of `cluster`, closed when the block ends."""
+    opened = {name: grpc.insecure_channel(cluster.address(name)) for name in cluster.servers}
+    try:
+        yield opened
+    finally:
+        for channel in opened.values():
+            channel.close()
 
 
 @contextmanager

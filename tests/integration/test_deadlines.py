@@ -4,7 +4,6 @@ a port another one holds."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -27,38 +26,26 @@ from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.runtime import ModelServer, ServerOptions
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, HeldStage
 
 
-class HangingTagging(tagging_pb2_grpc.TaggingServiceServicer):
+class HangingTagging(HeldStage, tagging_pb2_grpc.TaggingServiceServicer):
     """A real tagging server that never answers before the test releases it."""
-
-    def __init__(self) -> None:
-        self.received = threading.Event()
-        self.release = threading.Event()
-        self.address = ""  # set once it listens
 
     def GetItemTags(
         self, request: tagging_pb2.GetItemTagsRequest, context: grpc.ServicerContext
     ) -> tagging_pb2.GetItemTagsResponse:
-        self.received.set()
-        self.release.wait(timeout=30)
+        self.hold()
         return tagging_pb2.GetItemTagsResponse()
 
 
-class HangingRanking(ranking_pb2_grpc.RankingServiceServicer):
+class HangingRanking(HeldStage, ranking_pb2_grpc.RankingServiceServicer):
     """A real ranking server that never answers before the test releases it."""
-
-    def __init__(self) -> None:
-        self.received = threading.Event()
-        self.release = threading.Event()
-        self.address = ""  # set once it listens
 
     def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankResponse:
-        self.received.set()
-        self.release.wait(timeout=30)
+        self.hold()
         return ranking_pb2.RankResponse(model_version="hanging")
 
 

@@ -28,7 +28,7 @@ from retrieval.retriever import Retriever
 from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, channels_to
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,8 @@ def stages(artifacts: Path) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def channels(stages: Cluster) -> Iterator[dict[str, grpc.Channel]]:
     """One channel per server for the module's tests, closed at the end."""
-    opened = {name: grpc.insecure_channel(stages.address(name)) for name in stages.servers}
-    yield opened
-    for channel in opened.values():
-        channel.close()
+    with channels_to(stages) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")

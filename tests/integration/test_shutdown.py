@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 from concurrent.futures import Future
@@ -29,24 +28,18 @@ from recsys.v1 import (
 )
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, HeldStage
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class HeldRanking(ranking_pb2_grpc.RankingServiceServicer):
-    """A real ranking server whose answers the test releases: it holds a request in flight
-    for exactly as long as the test needs, without sleeping."""
-
-    def __init__(self) -> None:
-        self.received = threading.Event()
-        self.release = threading.Event()
+class HeldRanking(HeldStage, ranking_pb2_grpc.RankingServiceServicer):
+    """A real ranking server whose answers the test releases."""
 
     def Rank(
         self, request: ranking_pb2.RankRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankResponse:
-        self.received.set()
-        self.release.wait(timeout=30)
+        self.hold()
         n = request.num_items or len(request.candidate_item_ids)
         return ranking_pb2.RankResponse(
             item_ids=request.candidate_item_ids[:n],
