@@ -42,6 +42,22 @@ class HeldStage:
 
 
 @contextmanager
+def stage_serving(stage: HeldStage, register: Callable[[Any, grpc.Server], None]) -> Iterator[str]:
+    """`stage` (a HeldStage servicer) on a real gRPC server on an ephemeral loopback port,
+    registered with `register` (the generated add_…Servicer_to_server); yields its address
+    and releases any held call before stopping."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    register(stage, server)
+    stage.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        yield stage.address
+    finally:
+        stage.release.set()
+        server.stop(0)
+
+
+@contextmanager
 def channels_to(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
     """One channel per server of `cluster`, closed when the block ends."""
     opened = {name: grpc.insecure_channel(cluster.address(name)) for name in cluster.servers}

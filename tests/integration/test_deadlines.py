@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.runtime import ModelServer, ServerOptions
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster, HeldStage
+from tests.integration.cluster import Cluster, HeldStage, stage_serving
 
 
 class HangingTagging(HeldStage, tagging_pb2_grpc.TaggingServiceServicer):
@@ -65,25 +64,15 @@ def stages(artifacts: Path) -> Iterator[Cluster]:
 @pytest.fixture
 def hanging_tagging() -> Iterator[HangingTagging]:
     servicer = HangingTagging()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    tagging_pb2_grpc.add_TaggingServiceServicer_to_server(servicer, server)
-    servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    server.start()
-    yield servicer
-    servicer.release.set()
-    server.stop(0)
+    with stage_serving(servicer, tagging_pb2_grpc.add_TaggingServiceServicer_to_server):
+        yield servicer
 
 
 @pytest.fixture
 def hanging_ranking() -> Iterator[HangingRanking]:
     servicer = HangingRanking()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server)
-    servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    server.start()
-    yield servicer
-    servicer.release.set()
-    server.stop(0)
+    with stage_serving(servicer, ranking_pb2_grpc.add_RankingServiceServicer_to_server):
+        yield servicer
 
 
 @contextmanager

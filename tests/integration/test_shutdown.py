@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from recsys.v1 import (
 )
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster, HeldStage
+from tests.integration.cluster import Cluster, HeldStage, stage_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,21 +73,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def held_ranking() -> Iterator[tuple[HeldRanking, int]]:
+def held_ranking() -> Iterator[HeldRanking]:
     servicer = HeldRanking()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    ranking_pb2_grpc.add_RankingServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    servicer.release.set()
-    server.stop(0)
+    with stage_serving(servicer, ranking_pb2_grpc.add_RankingServiceServicer_to_server):
+        yield servicer
 
 
-def test_sigterm_drains_in_flight_request(
-    artifacts: Path, held_ranking: tuple[HeldRanking, int]
-) -> None:
-    ranking, ranking_port = held_ranking
+def test_sigterm_drains_in_flight_request(artifacts: Path, held_ranking: HeldRanking) -> None:
+    ranking = held_ranking
     stages = Cluster()
     stages.start("retrieval", RetrievalApp(RetrievalConfig(artifacts)))
     stages.start("tagging", TaggingApp(TaggingConfig(artifacts)))
@@ -109,7 +101,7 @@ def test_sigterm_drains_in_flight_request(
             "--retrieval-addr",
             stages.address("retrieval"),
             "--ranking-addr",
-            f"127.0.0.1:{ranking_port}",
+            ranking.address,
             "--tagging-addr",
             stages.address("tagging"),
             "--default-deadline",
