@@ -13,7 +13,7 @@ from grpc import aio
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from services.logs import log_fields
-from services.tracing import Tracing
+from services.tracing import ServerSpan, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -124,18 +124,21 @@ class MetricsInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behavior = handler.unary_unary
-        if self._tracing is not None:
-            behavior = self._tracing.traced(full_method, behavior)
+        open_span = self._tracing.server_spans(full_method) if self._tracing else None
         instrumented = grpc.unary_unary_rpc_method_handler(
-            self._wrap(full_method.rsplit("/", 1)[-1], behavior),
+            self._wrap(full_method.rsplit("/", 1)[-1], handler.unary_unary, open_span),
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._instrumented[full_method] = instrumented
         return instrumented
 
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def _wrap(
+        self,
+        method: str,
+        behavior: Behavior,
+        open_span: Callable[[aio.ServicerContext], ServerSpan] | None,
+    ) -> Behavior:
         service = self._service
         latency = LATENCY.labels(service, method)
         in_flight = IN_FLIGHT.labels(service)
@@ -143,6 +146,8 @@ class MetricsInterceptor(aio.ServerInterceptor):
         async def instrumented(request: Any, context: aio.ServicerContext) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
+            response = error = None
+            span = open_span(context) if open_span is not None else None
             in_flight.inc()
             try:
                 if type(request) is MalformedRequest:
@@ -156,7 +161,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 raise
             except BaseException as exc:  # CancelledError included: the client went away
                 if isinstance(exc, Exception):
-                    code = grpc.StatusCode.INTERNAL
+                    code, error = grpc.StatusCode.INTERNAL, exc
                     logger.exception(
                         "unhandled error", extra=log_fields(method=method, error=repr(exc))
                     )
@@ -167,6 +172,8 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 in_flight.dec()
                 latency.observe(time.perf_counter() - start)
                 REQUESTS.labels(service, method, _code_name(code)).inc()
+                if span is not None:
+                    span.finish(code, response, error)
 
         return instrumented
 

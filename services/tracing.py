@@ -28,8 +28,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-Behavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
-
 _PROPAGATOR = TraceContextTextMapPropagator()
 _UNTRACED = ("/grpc.health.v1.Health/",)
 # Server-side status codes that mark a span as failed (OpenTelemetry's RPC conventions): the
@@ -52,12 +50,26 @@ class Tracing:
         self.provider = provider
         self.tracer = provider.get_tracer("recserve")
 
-    def traced(self, full_method: str, behavior: Behavior) -> Behavior:
-        """`behavior` (a unary handler) inside a SERVER span named after the method; health
-        checks are left out (load balancers poll them, and they would bury the traces)."""
+    def server_spans(self, full_method: str) -> Callable[[aio.ServicerContext], ServerSpan] | None:
+        """What opens a call's SERVER span for `full_method` (the metrics interceptor calls
+        it per call and finishes the span with the status it records); None for health
+        checks, which load balancers poll and which would bury the traces."""
         if full_method.startswith(_UNTRACED):
-            return behavior
-        return _traced_handler(self.tracer, full_method, behavior)
+            return None
+        service, method = _split(full_method)
+        name = f"{service}/{method}"
+        attributes = _attributes(service, method)
+
+        def open_span(context: aio.ServicerContext) -> ServerSpan:
+            carrier = {key: value for key, value in (context.invocation_metadata() or ())}
+            # The caller's trace, or a new root: never whatever context this task inherited.
+            parent = _PROPAGATOR.extract(carrier)
+            span = self.tracer.start_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            )
+            return ServerSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
+
+        return open_span
 
     def client_interceptors(self) -> list[aio.ClientInterceptor]:
         """For the gateway's channels: a CLIENT span per call, the trace passed on."""
@@ -116,40 +128,23 @@ def _end(span: Span, code: Any, errors: set[grpc.StatusCode] | None) -> None:
     span.end()
 
 
-def _traced_handler(tracer: trace.Tracer, full_method: str, behavior: Behavior) -> Behavior:
-    service, method = _split(full_method)
-    name = f"{service}/{method}"
-    attributes = _attributes(service, method)
+class ServerSpan:
+    """A call's SERVER span, current (log lines carry its ids) until `finish`."""
 
-    async def traced(request: Any, context: aio.ServicerContext) -> Any:
-        carrier = {key: value for key, value in (context.invocation_metadata() or ())}
-        # The caller's trace, or a new root: never whatever context this task inherited.
-        parent = _PROPAGATOR.extract(carrier)
-        span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        code: Any = grpc.StatusCode.OK
-        try:
-            response = await behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK
-            version = getattr(response, "model_version", "")
-            if version:
-                span.set_attribute("recserve.model_version", version)
-            return response
-        except aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:  # the metrics interceptor answers it INTERNAL
-            span.record_exception(exc)
-            code = grpc.StatusCode.INTERNAL
-            raise
-        finally:
-            otel_context.detach(token)
-            _end(span, code, _SERVER_ERRORS)
+    def __init__(self, span: Span, token: object) -> None:
+        self._span = span
+        self._token = token
 
-    return traced
+    def finish(self, code: Any, response: Any = None, error: BaseException | None = None) -> None:
+        """Record the call's status (and the serving model version, or the unexpected
+        error) and end the span."""
+        version = getattr(response, "model_version", "")
+        if version:
+            self._span.set_attribute("recserve.model_version", version)
+        if error is not None:
+            self._span.record_exception(error)
+        otel_context.detach(self._token)
+        _end(self._span, code, _SERVER_ERRORS)
 
 
 class _TracingClientInterceptor(aio.UnaryUnaryClientInterceptor):
