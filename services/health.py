@@ -52,6 +52,9 @@ class HealthService(health_pb2_grpc.HealthServicer):
                 if status != last:
                     await context.write(health_pb2.HealthCheckResponse(status=status))
                     last = status
+                    # The status may have changed (draining begun) while the write was
+                    # awaited: read it again before deciding the stream is over.
+                    continue
                 if self._draining:
                     return  # NOT_SERVING was its last word; the stream ends OK
                 await changed.wait()
