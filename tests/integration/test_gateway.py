@@ -391,6 +391,7 @@ class StandIns:
     recorded: gateway_pb2_grpc.RecommendationServiceStub  # ranking: RecordingRanking
     unranked: gateway_pb2_grpc.RecommendationServiceStub  # ranking: a port nobody serves
     misconfigured: gateway_pb2_grpc.RecommendationServiceStub  # candidates > retrieval max_k
+    narrow: gateway_pb2_grpc.RecommendationServiceStub  # candidates=10, ranking: RecordingRanking
     retrieval: retrieval_pb2_grpc.RetrievalServiceStub  # the same retrieval server, direct
     tagging: tagging_pb2_grpc.TaggingServiceStub
     config: GatewayConfig  # the recorded and unranked gateways' settings
@@ -420,6 +421,14 @@ def stand_ins(cluster: Cluster, artifacts: Path) -> Iterator[StandIns]:
         "gw-misconfigured": GatewayConfig(
             artifacts, retrieval_addr, refused_addr, tagging_addr, candidates=max_k + 1
         ),
+        "gw-narrow": GatewayConfig(
+            artifacts,
+            retrieval_addr,
+            f"127.0.0.1:{ranking_port}",
+            tagging_addr,
+            candidates=10,
+            max_items=50,
+        ),
     }
     for name, config in configs.items():
         cluster.start(name, GatewayApp(config))
@@ -433,6 +442,7 @@ def stand_ins(cluster: Cluster, artifacts: Path) -> Iterator[StandIns]:
             recorded=gateway_pb2_grpc.RecommendationServiceStub(channels["gw-recorded"]),
             unranked=gateway_pb2_grpc.RecommendationServiceStub(channels["gw-unranked"]),
             misconfigured=gateway_pb2_grpc.RecommendationServiceStub(channels["gw-misconfigured"]),
+            narrow=gateway_pb2_grpc.RecommendationServiceStub(channels["gw-narrow"]),
             retrieval=retrieval_pb2_grpc.RetrievalServiceStub(channels["retrieval"]),
             tagging=tagging_pb2_grpc.TaggingServiceStub(channels["tagging"]),
             config=configs["gw-recorded"],
@@ -629,3 +639,25 @@ def test_retrieval_refusing_the_gateways_settings_is_internal(
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert "gateway misconfigured" in info.value.details()
     assert f"<= {max_k}, got {max_k + 1}" in info.value.details()  # retrieval's reason
+
+
+def test_asking_for_more_items_than_candidates_widens_retrieval(
+    stand_ins: StandIns, artifacts: Path
+) -> None:
+    """With `--candidates 10`, a request for 30 items asks retrieval for 30 (k = max of the
+    two), so the caller gets 30, not 10, and ranking sees all 30."""
+    users = UserHistoryStore.load(artifacts / "users")
+    user = users.user_ids()[0]
+    history = users.recent_items(user)[-stand_ins.config.history_length :]
+    calls = len(stand_ins.recording.requests)
+    response = recommend(stand_ins.narrow, user_id=user, num_items=30)
+    assert len(stand_ins.recording.requests) == calls + 1
+    ranked = stand_ins.recording.requests[-1]
+    direct = retrieve(stand_ins.retrieval, history, 30, users.seen_items(user))
+    assert list(ranked.candidate_item_ids) == list(direct.item_ids)
+    assert ids_of(response) == list(direct.item_ids) and len(response.items) == 30
+    assert not response.exhausted
+    # Fewer items than candidates: retrieval is asked for the configured 10.
+    response = recommend(stand_ins.narrow, user_id=user, num_items=4)
+    assert len(stand_ins.recording.requests[-1].candidate_item_ids) == 10
+    assert len(response.items) == 4
