@@ -588,11 +588,32 @@ def _retail_lines(raw: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
     raw = _drop(raw, quantity.loc[raw.index] <= 0, "non_positive_quantity", dropped)
     service = _text(raw["StockCode"]).str.upper().isin(RETAIL_NON_PRODUCT_CODES)
     raw = _drop(raw, service, "non_product_code", dropped)
+    raw = raw.assign(InvoiceDate=_iso_invoice_dates(raw["InvoiceDate"], report.notes))
     events = _clean_events(raw, "CustomerID", "StockCode", "InvoiceDate", dropped, report.notes)
     events["description"] = _text(raw.loc[events.index, "Description"]).str.split().str.join(" ")
     events["price"] = pd.to_numeric(_text(raw.loc[events.index, "UnitPrice"]), errors="coerce")
     _add(report.notes, "unparseable_price", int(events["price"].isna().sum()))
     return events
+
+
+_US_DATE_TIME = re.compile(r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}(?::\d{2})?")
+
+
+def _iso_invoice_dates(values: pd.Series, notes: dict[str, int]) -> pd.Series:
+    """InvoiceDate as the sample has it (ISO-8601) also where it is written the way CSV
+    exports of the full UCI workbook write it, month first ("12/1/2010 8:26")."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    text = _text(values)
+    us = text.str.fullmatch(_US_DATE_TIME).fillna(False).astype(bool)
+    if not us.any():
+        return values
+    parsed = pd.to_datetime(text[us], format="%m/%d/%Y %H:%M", errors="coerce")
+    with_seconds = pd.to_datetime(text[us], format="%m/%d/%Y %H:%M:%S", errors="coerce")
+    parsed = parsed.fillna(with_seconds)
+    _add(notes, "month_first_invoice_date", int(parsed.notna().sum()))
+    iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S").where(parsed.notna(), "invalid")
+    return text.where(~us, iso)
 
 
 def _retail_items(

@@ -43,12 +43,17 @@ def env_flag(flag: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _no_default(action: argparse.Action) -> bool:
+    # Identity, not `in (None, False)`: 0 == False, and a default of 0 or 0.0 is shown.
+    return action.default is None or action.default is False
+
+
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """`--help` shows every flag's default, also for flags without a help text (none for
     defaults None and False: those help texts say what leaving the flag out means)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False):
+        if _no_default(action):
             return action.help
         return super()._get_help_string(action)
 
@@ -56,7 +61,8 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         if (
             action.help is None
             and action.option_strings
-            and action.default not in (None, False, argparse.SUPPRESS)
+            and not _no_default(action)
+            and action.default is not argparse.SUPPRESS
         ):
             action = copy.copy(action)
             action.help = "(default: %(default)s)"

@@ -73,6 +73,7 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     shown = capsys.readouterr().out
     for default in ("(default: 50051)", "(default: 127.0.0.1:50052)", "(default: 100)"):
         assert default in shown, default
+    assert "(default: 0.0)" in shown  # --drain-delay: a zero default is a default too
 
 
 def test_tracing_endpoint_from_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:

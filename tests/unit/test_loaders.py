@@ -234,6 +234,28 @@ def test_online_retail_drops_and_counts_each_bad_line(tmp_path: Path) -> None:
     assert_balanced(report)
 
 
+def test_online_retail_reads_month_first_dates_of_uci_csv_exports(tmp_path: Path) -> None:
+    """CSV exports of the full UCI workbook write InvoiceDate month first, without
+    seconds; they mean the same instants as the sample's ISO dates."""
+    lines = RETAIL_CSV.strip().splitlines()
+    month_first = [
+        lines[0],
+        "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850.0,UK",
+        "536366,85123A,WHITE HANGING HEART T-LIGHT HOLDER,2,12/2/2010 09:00:30,2.65,13047.0,UK",
+        "536367,22423,REGENCY CAKESTAND 3 TIER,1,12/31/2010 23:59,12.75,13047.0,UK",
+        "536368,22423,REGENCY CAKESTAND 3 TIER,1,13/1/2010 8:26,12.75,13047.0,UK",
+    ]
+    write(tmp_path, "online_retail_sample40k.csv", "\n".join(month_first) + "\n")
+    ds, report = load_online_retail(tmp_path)
+    assert report.dropped == {"unparseable_timestamp": 1}  # there is no 13th month
+    assert report.notes["month_first_invoice_date"] == 3
+    assert sorted(ds.interactions["timestamp"].tolist()) == [
+        unix("2010-12-01 08:26:00"),
+        unix("2010-12-02 09:00:30"),
+        unix("2010-12-31 23:59:00"),
+    ]
+
+
 def test_online_retail_skus_map_to_dense_ids_and_back(tmp_path: Path) -> None:
     write(tmp_path, "online_retail_sample40k.csv", RETAIL_CSV)
     ds, _ = load_online_retail(tmp_path, tag_min_support=2)
