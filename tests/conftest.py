@@ -6,9 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from pipeline.train import TrainingConfig, train_all
 from recdata.synthetic import generate
+
+# Property tests draw the same examples every run, so a failing CI run fails the same way
+# on a laptop; HYPOTHESIS_PROFILE=hunt draws new ones (a longer local search).
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("hunt", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 TEST_ITEMS = 2000
 TEST_USERS = 800

@@ -11,8 +11,8 @@ field gets past the checks of the others to its own, and valid requests reach th
 Sequential calls run inline on the servers' loops; the concurrent test sends bursts, which
 the micro-batchers serve together, so a bad request also shares batches with good ones.
 `pytest --hypothesis-show-statistics` shows how far requests got (status and field).
-The suite's examples are fixed (derandomized); FUZZ_EXAMPLES=<n> runs <n> new random
-examples per test (a longer local hunt)."""
+The suite's examples are fixed; a longer local hunt:
+`HYPOTHESIS_PROFILE=hunt FUZZ_EXAMPLES=2000 pytest tests/integration/test_request_fuzz.py`."""
 
 from __future__ import annotations
 
@@ -631,15 +631,8 @@ def _feed(channels: dict[str, grpc.Channel], request: Message) -> None:
     assert len(set(codes.values())) == 1, f"{codes} for {_describe(request)}"
 
 
-# The suite draws the same examples every run (a red CI run is reproducible, a green one
-# means the same thing each time); a hunt with FUZZ_EXAMPLES draws new ones.
-HUNT = "FUZZ_EXAMPLES" in os.environ
-FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")),
-    deadline=None,
-    database=None,
-    derandomize=not HUNT,
-)
+# Fixed examples in the suite, new ones with HYPOTHESIS_PROFILE=hunt (tests/conftest.py).
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")), deadline=None)
 
 
 # --- tests ---------------------------------------------------------------------------------
