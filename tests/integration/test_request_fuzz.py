@@ -50,7 +50,7 @@ from recsys.v1 import (
     tagging_pb2,
     tagging_pb2_grpc,
 )
-from tests.integration.cluster import Cluster, start_all
+from tests.integration.cluster import Cluster, channels_to, start_all
 
 TIMEOUT = 10.0  # per call; DEADLINE_EXCEEDED within it is a hang, itself a finding
 SERVERS = ("gateway", "retrieval", "ranking", "tagging")
@@ -560,10 +560,8 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {name: grpc.insecure_channel(cluster.address(name)) for name in SERVERS}
-    yield opened
-    for channel in opened.values():
-        channel.close()
+    with channels_to(cluster) as opened:
+        yield opened
 
 
 def _known_good(pool: Pool) -> list[tuple[str, Message, Callable[[Any], bool]]]:
