@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from recsys.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
-from tests.integration.cluster import Cluster, channels_to, start_all
+from tests.integration.cluster import Cluster, start_all
 
 NEW_ID = 7_000_001
 FEED_ORDER = ("tagging", "ranking", "retrieval", "gateway")
@@ -22,13 +22,6 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     cluster = start_all(artifacts.parent, admin_port=0)
     yield cluster
     cluster.close()
-
-
-@pytest.fixture(scope="module")
-def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
-    """One channel per server, closed with the module."""
-    with channels_to(cluster) as opened:
-        yield opened
 
 
 def _catalog(channels: dict[str, grpc.Channel], name: str) -> catalog_pb2_grpc.CatalogServiceStub:

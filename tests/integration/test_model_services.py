@@ -28,24 +28,17 @@ from retrieval.retriever import Retriever
 from services.ranking_service import RankingApp, RankingConfig
 from services.retrieval_service import RetrievalApp, RetrievalConfig
 from services.tagging_service import TaggingApp, TaggingConfig
-from tests.integration.cluster import Cluster, channels_to
+from tests.integration.cluster import Cluster
 
 
 @pytest.fixture(scope="module")
-def stages(artifacts: Path) -> Iterator[Cluster]:
+def cluster(artifacts: Path) -> Iterator[Cluster]:
     c = Cluster()
     c.start("retrieval", RetrievalApp(RetrievalConfig(artifacts, max_k=500)))
     c.start("ranking", RankingApp(RankingConfig(artifacts)))
     c.start("tagging", TaggingApp(TaggingConfig(artifacts)))
     yield c
     c.close()
-
-
-@pytest.fixture(scope="module")
-def channels(stages: Cluster) -> Iterator[dict[str, grpc.Channel]]:
-    """One channel per server for the module's tests, closed at the end."""
-    with channels_to(stages) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -317,10 +310,10 @@ def test_get_item_tags_reports_unknown_ids(
 )
 @pytest.mark.parametrize("body", [b"\x0a\x02\xff\xfe", b"\xff\xff\xff"])
 def test_a_request_that_does_not_parse_is_invalid_argument(
-    stages: Cluster, service: str, method: str, body: bytes
+    cluster: Cluster, service: str, method: str, body: bytes
 ) -> None:
     """Bad UTF-8 in a string field, or a corrupt wire format: INVALID_ARGUMENT, not UNKNOWN."""
-    with grpc.insecure_channel(stages.address(service)) as channel:
+    with grpc.insecure_channel(cluster.address(service)) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as info:
             call(body, timeout=10)

@@ -50,7 +50,7 @@ from recsys.v1 import (
     tagging_pb2,
     tagging_pb2_grpc,
 )
-from tests.integration.cluster import Cluster, channels_to, start_all
+from tests.integration.cluster import Cluster, start_all
 
 TIMEOUT = 10.0  # per call; DEADLINE_EXCEEDED within it is a hang, itself a finding
 SERVERS = ("gateway", "retrieval", "ranking", "tagging")
@@ -556,12 +556,6 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     cluster = start_all(artifacts.parent, admin_port=0)
     yield cluster
     cluster.close()
-
-
-@pytest.fixture(scope="module")
-def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
-    with channels_to(cluster) as opened:
-        yield opened
 
 
 def _known_good(pool: Pool) -> list[tuple[str, Message, Callable[[Any], bool]]]:

@@ -32,7 +32,7 @@ from services.tracing import tracing_with
 from tagging.catalog_tags import CatalogTags
 from tagging.tagger import Tagger
 from tagging.text import product_text
-from tests.integration.cluster import Cluster, channels_to, thread_held
+from tests.integration.cluster import Cluster, thread_held
 
 NEW_ITEM = 9_000_001
 GENERATE_TAGS = "recsys.v1.TaggingService/GenerateTags"  # span names: service/method
@@ -69,13 +69,6 @@ def cluster(artifacts: Path) -> Iterator[Cluster]:
     c.start("direct", TaggingApp(TaggingConfig(artifacts, batching=False)))
     yield c
     c.close()
-
-
-@pytest.fixture(scope="module")
-def channels(cluster: Cluster) -> Iterator[dict[str, grpc.Channel]]:
-    """One channel per server for the module's tests, closed at the end."""
-    with channels_to(cluster) as opened:
-        yield opened
 
 
 def _stub(channels: dict[str, grpc.Channel], name: str) -> tagging_pb2_grpc.TaggingServiceStub:
