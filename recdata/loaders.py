@@ -82,6 +82,11 @@ class LoadReport:
         return "\n".join(lines)
 
 
+class DataError(ValueError):
+    """The files are not what the loader reads (no header, a missing column, dates of two
+    orders, an unknown data set name): the user's data to fix, not a bug to trace."""
+
+
 def _add(counts: dict[str, int], reason: str, n: int) -> None:
     if n:
         counts[reason] = counts.get(reason, 0) + int(n)
@@ -119,7 +124,7 @@ def _read_csv_as(path: Path, encoding: str) -> tuple[pd.DataFrame, int]:
     with path.open(encoding="utf-8-sig" if encoding == "utf-8" else encoding, newline="") as f:
         header = next(csv.reader(f), None)
     if not header:
-        raise ValueError(f"{path} is empty: expected a header line")
+        raise DataError(f"{path} is empty: expected a header line")
     bad_lines = 0
 
     def skip(_row: object) -> str:
@@ -149,7 +154,7 @@ def _read_table(path: Path, notes: dict[str, int]) -> tuple[pd.DataFrame, int]:
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path} is missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
         )
 
@@ -596,24 +601,41 @@ def _retail_lines(raw: pd.DataFrame, report: LoadReport) -> pd.DataFrame:
     return events
 
 
-_US_DATE_TIME = re.compile(r"\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}(?::\d{2})?")
+_SLASHED_DATE_TIME = re.compile(r"(?P<a>\d{1,2})/(?P<b>\d{1,2})/\d{4} \d{1,2}:[0-5]\d(?::[0-5]\d)?")
 
 
 def _iso_invoice_dates(values: pd.Series, notes: dict[str, int]) -> pd.Series:
-    """InvoiceDate as the sample has it (ISO-8601) also where it is written the way CSV
-    exports of the full UCI workbook write it, month first ("12/1/2010 8:26")."""
+    """InvoiceDate as the sample has it (ISO-8601) also where a CSV export writes it
+    slashed: month first as exports of the UCI workbook do ("12/1/2010 8:26"), or day first
+    as a European spreadsheet saves it. The order is decided for the whole column — a
+    first field above 12 means day first, a second one month first — and a column with
+    both is refused rather than half misread. Noted as `month_first_invoice_date` or
+    `day_first_invoice_date` (plus `invoice_date_order_assumed` where no field above 12
+    decided it and month first, the UCI order, was taken)."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return values
     text = _text(values)
-    us = text.str.fullmatch(_US_DATE_TIME).fillna(False).astype(bool)
-    if not us.any():
+    fields = text.str.extract(f"^{_SLASHED_DATE_TIME.pattern}$")
+    slashed = fields["a"].notna()
+    if not slashed.any():
         return values
-    parsed = pd.to_datetime(text[us], format="%m/%d/%Y %H:%M", errors="coerce")
-    with_seconds = pd.to_datetime(text[us], format="%m/%d/%Y %H:%M:%S", errors="coerce")
-    parsed = parsed.fillna(with_seconds)
-    _add(notes, "month_first_invoice_date", int(parsed.notna().sum()))
+    first, second = fields["a"][slashed].astype(int), fields["b"][slashed].astype(int)
+    day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
+    if day_first and month_first:
+        raise DataError(
+            "InvoiceDate mixes day-first and month-first dates (e.g. 13/1/2010 and "
+            "1/13/2010); write them as ISO-8601"
+        )
+    if not day_first and not month_first:
+        _add(notes, "invoice_date_order_assumed", int(slashed.sum()))
+    order = "%d/%m/%Y" if day_first else "%m/%d/%Y"
+    minutes = pd.to_datetime(text[slashed], format=f"{order} %H:%M", errors="coerce")
+    seconds = pd.to_datetime(text[slashed], format=f"{order} %H:%M:%S", errors="coerce")
+    parsed = minutes.fillna(seconds)
+    key = "day_first_invoice_date" if day_first else "month_first_invoice_date"
+    _add(notes, key, int(parsed.notna().sum()))
     iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S").where(parsed.notna(), "invalid")
-    return text.where(~us, iso)
+    return text.where(~slashed, iso)
 
 
 def _retail_items(
@@ -795,7 +817,7 @@ def load_dataset(name: str, path: str | Path) -> tuple[Dataset, LoadReport]:
     try:
         loader = DATASETS[name]
     except KeyError:
-        raise ValueError(
+        raise DataError(
             f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}"
         ) from None
     return loader(path)

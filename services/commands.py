@@ -39,9 +39,12 @@ def load_data(args: argparse.Namespace) -> Dataset:
         return generate(args.items, args.users, args.events_per_user, args.seed)
     if args.data is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data PATH (see docs/data.md)")
-    from recdata.loaders import load_dataset
+    from recdata.loaders import DataError, load_dataset
 
-    dataset, report = load_dataset(args.dataset, args.data)
+    try:
+        dataset, report = load_dataset(args.dataset, args.data)
+    except (DataError, FileNotFoundError) as exc:  # the user's files: say what, no traceback
+        raise SystemExit(f"recserve {args.command}: {exc}") from None
     print(report.summary(), flush=True)
     return dataset
 

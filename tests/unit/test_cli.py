@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from services.cli import build_parser
+from services.cli import build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -82,3 +84,15 @@ def test_tracing_endpoint_from_flag_or_environment(monkeypatch: pytest.MonkeyPat
     assert build_parser().parse_args(["serve", "gateway"]).otlp_endpoint == "http://collector:4317"
     monkeypatch.setenv("RECSERVE_OTLP_ENDPOINT", "http://ours:4317")  # ours wins
     assert build_parser().parse_args(["serve", "tagging"]).otlp_endpoint == "http://ours:4317"
+
+
+def test_data_the_loader_cannot_read_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "online_retail_sample40k.csv").write_text("InvoiceNo,Quantity\n1,2\n")
+    command = ["train", "--dataset", "online-retail", "--data", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--artifacts", str(tmp_path / "artifacts")])
+    assert str(exit_.value.code).startswith("recserve train: ")
+    assert "missing column(s) StockCode" in str(exit_.value.code)
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--dataset", "movielens", "--data", str(tmp_path / "nowhere")])
+    assert "ratings.csv, movies.csv not found" in str(exit_.value.code)

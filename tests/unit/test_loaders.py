@@ -23,7 +23,7 @@ from recdata.loaders import (
     load_movielens,
     load_online_retail,
 )
-from recdata.schema import validate_dataset
+from recdata.schema import Dataset, validate_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -234,26 +234,51 @@ def test_online_retail_drops_and_counts_each_bad_line(tmp_path: Path) -> None:
     assert_balanced(report)
 
 
+def _retail_with_dates(tmp_path: Path, dates: list[str]) -> tuple[Dataset, LoadReport]:
+    header = RETAIL_CSV.strip().splitlines()[0]
+    lines = [
+        f"5363{i:02d},2242{i % 3},ITEM {i % 3},1,{date},2.5,1304{i % 2}.0,UK"
+        for i, date in enumerate(dates)
+    ]
+    write(tmp_path, "online_retail_sample40k.csv", "\n".join([header, *lines]) + "\n")
+    return load_online_retail(tmp_path)
+
+
 def test_online_retail_reads_month_first_dates_of_uci_csv_exports(tmp_path: Path) -> None:
     """CSV exports of the full UCI workbook write InvoiceDate month first, without
     seconds; they mean the same instants as the sample's ISO dates."""
-    lines = RETAIL_CSV.strip().splitlines()
-    month_first = [
-        lines[0],
-        "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850.0,UK",
-        "536366,85123A,WHITE HANGING HEART T-LIGHT HOLDER,2,12/2/2010 09:00:30,2.65,13047.0,UK",
-        "536367,22423,REGENCY CAKESTAND 3 TIER,1,12/31/2010 23:59,12.75,13047.0,UK",
-        "536368,22423,REGENCY CAKESTAND 3 TIER,1,13/1/2010 8:26,12.75,13047.0,UK",
-    ]
-    write(tmp_path, "online_retail_sample40k.csv", "\n".join(month_first) + "\n")
-    ds, report = load_online_retail(tmp_path)
-    assert report.dropped == {"unparseable_timestamp": 1}  # there is no 13th month
+    ds, report = _retail_with_dates(
+        tmp_path, ["12/1/2010 8:26", "12/2/2010 09:00:30", "12/31/2010 23:59", "2/30/2010 8:26"]
+    )
+    assert report.dropped == {"unparseable_timestamp": 1}  # there is no 30 February
     assert report.notes["month_first_invoice_date"] == 3
+    assert "invoice_date_order_assumed" not in report.notes  # 31 decided it
     assert sorted(ds.interactions["timestamp"].tolist()) == [
         unix("2010-12-01 08:26:00"),
         unix("2010-12-02 09:00:30"),
         unix("2010-12-31 23:59:00"),
     ]
+
+
+def test_online_retail_reads_day_first_dates_when_the_column_says_so(tmp_path: Path) -> None:
+    ds, report = _retail_with_dates(tmp_path, ["01/12/2010 08:26", "13/12/2010 09:00"])
+    assert report.notes["day_first_invoice_date"] == 2
+    assert sorted(ds.interactions["timestamp"].tolist()) == [
+        unix("2010-12-01 08:26:00"),  # 1 December, not 12 January
+        unix("2010-12-13 09:00:00"),
+    ]
+
+
+def test_online_retail_refuses_dates_of_both_orders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mixes day-first and month-first"):
+        _retail_with_dates(tmp_path, ["13/1/2010 8:26", "1/13/2010 8:26"])
+
+
+def test_online_retail_notes_an_assumed_date_order(tmp_path: Path) -> None:
+    ds, report = _retail_with_dates(tmp_path, ["1/2/2010 8:26", "2/1/2010 8:26:61"])
+    assert report.notes["invoice_date_order_assumed"] == 1  # the 61st second is no date
+    assert ds.interactions["timestamp"].tolist() == [unix("2010-01-02 08:26:00")]
+    assert report.dropped == {"unparseable_timestamp": 1}  # no 61st second
 
 
 def test_online_retail_skus_map_to_dense_ids_and_back(tmp_path: Path) -> None:
