@@ -49,9 +49,17 @@ from retrieval.retriever import Retriever
 from services.executor import set_compute_threads
 
 
-def start_ranking(version_dir: Path, mode: str, threads: int, workers: int) -> tuple:
+def start_ranking(
+    version_dir: Path, mode: str, threads: int, workers: int, device: str = "cpu"
+) -> tuple:
     flags = [*BATCHING_MODES[mode], "--threads", str(threads), "--workers", str(workers)]
-    return start_service("ranking", version_dir, *flags, "--device", "cpu", timeout=180)
+    return start_service("ranking", version_dir, *flags, "--device", device, timeout=180)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return f"CUDA {torch.cuda.get_device_name()} (torch {torch.version.cuda})"
+    return "CPU"
 
 
 def rank_requests(queries: list[RankQuery]) -> list[ranking_pb2.RankRequest]:
@@ -144,12 +152,18 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600, help="per service cell")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     parser.add_argument("--workers", type=int, default=2, help="service model threads")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the ranker runs, in-process and in the service alike",
+    )
     args = parser.parse_args()
 
     version_dir = resolve(args.artifacts)
     set_compute_threads(args.threads)
     load_before = os.getloadavg()
-    scorer = RankingScorer.load(version_dir, device="cpu")
+    scorer = RankingScorer.load(version_dir, device=args.device)
     local, service, overheads, compared = {}, {}, {}, {}
     for k in args.candidates:
         queries = workload(version_dir, k, 200)
@@ -163,7 +177,9 @@ def main() -> int:
         started: dict[str, tuple[int, subprocess.Popen]] = {}
         try:
             for mode in args.batching:
-                started[mode] = start_ranking(version_dir, mode, args.threads, args.workers)
+                started[mode] = start_ranking(
+                    version_dir, mode, args.threads, args.workers, args.device
+                )
             for mode, (port, proc) in started.items():
                 overheads[(k, mode)] = overhead_at_concurrency_1(
                     local_call,
@@ -189,7 +205,8 @@ def main() -> int:
         f"# conditions: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, grpcio "
         f"{grpc.__version__}, torch threads {args.threads} (client and server), service "
-        f"--workers {args.workers}, CPU (exported ranker, fp32); {args.requests} requests per "
+        f"--workers {args.workers}, {device_name(args.device)} (exported ranker, fp32); "
+        f"{args.requests} requests per "
         f"service cell after 20 warm-up calls; client and server on one machine over "
         f"loopback; load average {load_before[0]:.1f} before / {load_after[0]:.1f} after; "
         f"artifact {version_dir.name}"

@@ -184,6 +184,12 @@ def main() -> int:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep artifacts here (reused if present)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "gpu"],
+        help="where the FAISS index lives, in-process and in the service alike",
+    )
     args = parser.parse_args()
 
     set_compute_threads(1)
@@ -193,7 +199,8 @@ def main() -> int:
         f"Python {platform.python_version()}, torch/FAISS threads 1 in the benchmark process, "
         f"service with its defaults (2 executor workers); client and service on one machine "
         f"over loopback; k={args.k}; flat (exact) index, 64-d; histories of 20 items, "
-        f"excluded; {args.requests} requests per cell after 20 warm-up calls; "
+        f"excluded; {args.requests} requests per cell after 20 warm-up calls; index on "
+        f"{args.device.upper()}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}",
         flush=True,
     )
@@ -208,7 +215,7 @@ def main() -> int:
             built = time.perf_counter() - started
             print(f"\n## {num_items:,} items (artifact built in {built:.0f} s)")
         histories = histories_of(version_dir, 256, seed=2)
-        retriever = Retriever.load(version_dir, device="cpu")
+        retriever = Retriever.load(version_dir, device=args.device)
         enable_faiss_blas_for_batches(dim=retriever.index.dim)
         local = in_process(retriever, histories, args.k)
         live = live_costs(retriever, args.k, histories)
@@ -232,7 +239,9 @@ def main() -> int:
         started: dict[str, tuple[int, subprocess.Popen]] = {}
         try:
             for mode, flags in BATCHING_MODES.items():
-                started[mode] = start_service("retrieval", version_dir, *flags, timeout=600)
+                started[mode] = start_service(
+                    "retrieval", version_dir, *flags, "--device", args.device, timeout=600
+                )
             for mode, (port, _) in started.items():
                 overheads[mode] = overhead_at_concurrency_1(
                     local_call,

@@ -202,7 +202,7 @@ def _faiss_search(
     searches = []
     for fetch, members in groups.items():
         queries = np.ascontiguousarray(users[members], dtype=np.float32)
-        scores, rows = retriever.index.index.search(queries, fetch)
+        scores, rows = retriever.index.faiss_search(queries, fetch)
         searches.append((members, rows, scores))
     return searches
 

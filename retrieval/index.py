@@ -11,8 +11,10 @@ excluded item. Strategy, cheapest first:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -221,6 +223,12 @@ class ItemIndex:
         self.embeddings = embeddings
         self.categories = categories
         self.on_gpu = on_gpu
+        # FAISS GPU indexes are not thread-safe, even for search (they share one
+        # StandardGpuResources scratch space): concurrent searches from the executor's
+        # workers abort the process. Searches on a GPU index take turns; CPU ones do not.
+        self._search_lock: threading.Lock | contextlib.nullcontext = (
+            threading.Lock() if on_gpu else contextlib.nullcontext()
+        )
         self.size = len(embeddings)  # base rows: what the FAISS index holds
         # One boolean mask per category: filter masks are a few vectorised ORs.
         self._category_masks = [categories == c for c in range(num_categories)]
@@ -365,7 +373,7 @@ class ItemIndex:
         if len(inc) == 0 and len(exc) == 0:
             want, fetch = self.unfiltered_fetch(k, exclude)
             if self.fits_one_search(fetch):
-                scores, rows = self.index.search(q, fetch)
+                scores, rows = self.faiss_search(q, fetch)
                 rows, scores = self.drop_excluded(rows[0], scores[0], exclude)
                 rows, scores = rows[:want], scores[:want]
                 if len(rows) == want:
@@ -386,6 +394,10 @@ class ItemIndex:
             if len(rows) == want:
                 return SearchResult(rows.astype(np.int64), scores, want < k)
         return self._exact_scan(q[0], mask, min(k, int(mask.sum())), k)
+
+    def faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._search_lock:  # shared by with_live copies: one lock per FAISS index
+            return self.index.search(queries, k)
 
     def unfiltered_fetch(self, k: int, exclude: np.ndarray) -> tuple[int, int]:
         """(results wanted, results to fetch) for a search with only excluded ids (unique
@@ -443,7 +455,7 @@ class ItemIndex:
             return out
         extra = max((len(e) for e in exclude_rows), default=0)
         fetch = min(self.size, k + extra)
-        _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        _, rows = self.faiss_search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for i, (row, exclude) in enumerate(zip(rows, exclude_rows, strict=True)):
             kept = row[(row >= 0) & ~np.isin(row, exclude)][:k]

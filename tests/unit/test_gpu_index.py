@@ -64,3 +64,21 @@ def test_gpu_index_serves_live_changes(tmp_path: Path) -> None:
         assert len(result.rows) == 200
         base = result.rows[result.rows < len(embeddings)]
         assert not dead[base].any()
+
+
+def test_concurrent_searches_on_a_gpu_index_match_serial(tmp_path: Path) -> None:
+    """Eight threads searching one GPU index at once (as the executor's workers and the
+    micro-batcher do): no abort, and the answers a serial loop gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(20_000, 32)).astype(np.float32)
+    categories = rng.integers(0, 4, len(embeddings))
+    faiss.write_index(build_index(embeddings, "flat"), str(tmp_path / "items.faiss"))
+    gpu = ItemIndex.load(tmp_path / "items.faiss", embeddings, categories, 4, device="gpu")
+    queries = embeddings[:64]
+    serial = [gpu.search(q, 200).rows for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda q: gpu.search(q, 200).rows, queries))
+    for a, b in zip(serial, concurrent, strict=True):
+        np.testing.assert_array_equal(a, b)

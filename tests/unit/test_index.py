@@ -3,6 +3,9 @@ excluded one, best first — for every index kind, checked over random filters."
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -83,3 +86,38 @@ def test_gpu_placement_without_gpu_is_a_clear_error(tmp_path) -> None:
     _faiss.write_index(build_index(EMBEDDINGS, "flat"), str(tmp_path / "i.faiss"))
     with pytest.raises(RuntimeError, match="no GPU"):
         ItemIndex.load(tmp_path / "i.faiss", EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES, device="gpu")
+
+
+class _OverlapSpy:
+    """A real FAISS index whose search waits (up to a second) for a second search to
+    arrive: with searches serialised the second never arrives while the first waits."""
+
+    def __init__(self, index) -> None:
+        self._index = index
+        self._rendezvous = threading.Barrier(2, timeout=1.0)
+        self.overlapped = False
+
+    def search(self, queries: np.ndarray, k: int, **kwargs):
+        try:
+            self._rendezvous.wait()
+            self.overlapped = True
+        except threading.BrokenBarrierError:
+            pass
+        return self._index.search(queries, k, **kwargs)
+
+
+def test_searches_on_a_gpu_placed_index_take_turns() -> None:
+    """FAISS GPU indexes abort the process under concurrent searches (seen on an H100 with
+    two executor workers): an index placed on the GPU, and the copies that serve its live
+    segment, must search one at a time. On CPU, concurrent searches are fine and allowed."""
+    from retrieval.segment import LiveSegment
+
+    live = LiveSegment.empty(N, EMBEDDINGS.shape[1], [f"c{i}" for i in range(CATEGORIES)])
+    for on_gpu in (True, False):
+        spy = _OverlapSpy(build_index(EMBEDDINGS, "flat"))
+        index = ItemIndex(spy, EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES, on_gpu=on_gpu)
+        searchers = [index, index.with_live(live)]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: i.search(EMBEDDINGS[0], 10).rows, searchers))
+        assert spy.overlapped is not on_gpu
+        np.testing.assert_array_equal(results[0], results[1])
