@@ -44,6 +44,7 @@ from recdata.artifacts import (
     resolve,
     write_manifest,
 )
+from recdata.errors import TooLittleData
 from recdata.feature_store import UserHistoryStore
 from recdata.items import ItemTable
 from recdata.schema import Dataset, validate_dataset
@@ -206,11 +207,13 @@ def train_all(
         # The service refuses a version below its recall floor.
         sample = np.random.default_rng(config.two_tower.seed).permutation(len(split.full.sequences))
         queries = [split.full.sequences[i] for i in sample[:2000]]
+        # A catalogue smaller than the candidate list is measured over all of it.
+        k = min(RANKING_CANDIDATES, len(embeddings))
         index, quality = build_and_assess(
-            embeddings, user_embeddings(model, queries, items), RANKING_CANDIDATES, config.index
+            embeddings, user_embeddings(model, queries, items), k, config.index
         )
         progress(
-            f"index {config.index.kind}: recall@{RANKING_CANDIDATES} vs exact "
+            f"index {config.index.kind}: recall@{k} vs exact "
             f"{quality.recall:.4f} on {quality.queries} users' histories (last events unseen)"
         )
         return (
@@ -376,11 +379,21 @@ def _ranking_data(
         for t in range(len(seq) - cfg.examples_per_user, len(seq)):
             histories.append(seq[:t])
             targets.append(int(seq[t]))
+    if not histories:
+        raise TooLittleData(
+            f"no ranking examples: no user has more than {cfg.examples_per_user + 1} "
+            "training events"
+        )
     target_arr = np.array(targets, np.int64)
     pool, _ = retriever.retrieve_rows_many(histories, RANKING_CANDIDATES)
     # Keep examples whose target retrieval actually returns: at serving the ranker only ever
     # sees retrieved candidates, so positives and negatives must come from that same set.
     keep = np.flatnonzero((pool == target_arr[:, None]).any(axis=1))
+    if len(keep) == 0:
+        raise TooLittleData(
+            f"no ranking examples: retrieval's top {RANKING_CANDIDATES} holds none of the "
+            f"{len(histories)} training targets"
+        )
     histories = [histories[i] for i in keep]
     target_arr, pool = target_arr[keep], pool[keep]
     candidates = sample_negatives(target_arr, pool, len(retriever.items), cfg, rng)

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from recdata.errors import DataError
 from recdata.schema import Dataset
 
 UNKNOWN = "unknown"
@@ -80,11 +81,6 @@ class LoadReport:
         ):
             lines += [f"  {title}, {reason}: {n:,}" for reason, n in sorted(counts.items())]
         return "\n".join(lines)
-
-
-class DataError(ValueError):
-    """The files are not what the loader reads (no header, a missing column, dates of two
-    orders, an unknown data set name): the user's data to fix, not a bug to trace."""
 
 
 def _add(counts: dict[str, int], reason: str, n: int) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recdata.errors import TooLittleData
 from recdata.items import ItemTable
 from recdata.split import UserSequences
 from retrieval.history import pad_histories
@@ -88,7 +89,7 @@ def train_two_tower(
     model = TwoTower(model_cfg)
     histories, targets = training_examples(train, config.max_examples_per_user, rng)
     if len(targets) == 0:
-        raise ValueError("no training examples: every user needs at least 2 training events")
+        raise TooLittleData("no two-tower training examples: no user has 2 or more training events")
     hist_rows, hist_cats = pad_histories(histories, items, model_cfg.max_history)
     target_t = torch.from_numpy(targets)
     features = item_feature_tensors(items)
@@ -146,4 +147,6 @@ def user_embeddings(
             histories[start : start + batch_size], items, model.cfg.max_history
         )
         out.append(model.user(rows, cats))
+    if not out:  # no histories (an empty validation sample, say): no rows, same width
+        return np.zeros((0, model.cfg.dim), np.float32)
     return torch.cat(out).numpy().astype(np.float32)

@@ -12,6 +12,7 @@ import grpc
 
 from pipeline.train import TrainingConfig, train_all
 from recdata.artifacts import ArtifactError
+from recdata.errors import DataError
 from recdata.schema import Dataset
 from recdata.synthetic import generate
 from retrieval.index import HNSWConfig, IndexConfig, IVFConfig
@@ -36,10 +37,13 @@ def write_data(args: argparse.Namespace) -> int:
 def load_data(args: argparse.Namespace) -> Dataset:
     """The synthetic set, or a real one through its loader (bad rows reported, not fatal)."""
     if args.dataset == "synthetic":
-        return generate(args.items, args.users, args.events_per_user, args.seed)
+        try:
+            return generate(args.items, args.users, args.events_per_user, args.seed)
+        except ValueError as exc:  # sizes it cannot generate: the message names the limit
+            raise SystemExit(f"recserve {args.command}: {exc}") from None
     if args.data is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data PATH (see docs/data.md)")
-    from recdata.loaders import DataError, load_dataset
+    from recdata.loaders import load_dataset
 
     try:
         dataset, report = load_dataset(args.dataset, args.data)
@@ -69,7 +73,10 @@ def _progress(line: str) -> None:
 
 def train(args: argparse.Namespace) -> int:
     dataset = load_data(args)
-    train_all(dataset, Path(args.artifacts), training_config(args), _progress)
+    try:
+        train_all(dataset, Path(args.artifacts), training_config(args), _progress)
+    except DataError as exc:  # too little data for a stage: say which, no traceback
+        raise SystemExit(f"recserve train: {exc}") from None
     return 0
 
 
@@ -77,18 +84,21 @@ def evaluate(args: argparse.Namespace) -> int:
     from evaluation.report import run_evaluation
 
     dataset = load_data(args)
-    result = run_evaluation(
-        dataset,
-        Path(args.artifacts),
-        training_config(args),
-        baselines=args.baselines,
-        max_users=args.max_users,
-        retrain=args.retrain,
-        tags=not args.skip_tags,
-        progress=_progress,
-        tag_encoders=["fast", "minilm"] if args.tag_encoder == "all" else [args.tag_encoder],
-        target=args.target,
-    )
+    try:
+        result = run_evaluation(
+            dataset,
+            Path(args.artifacts),
+            training_config(args),
+            baselines=args.baselines,
+            max_users=args.max_users,
+            retrain=args.retrain,
+            tags=not args.skip_tags,
+            progress=_progress,
+            tag_encoders=["fast", "minilm"] if args.tag_encoder == "all" else [args.tag_encoder],
+            target=args.target,
+        )
+    except DataError as exc:  # too little data for a stage it trains: one line
+        raise SystemExit(f"recserve eval: {exc}") from None
     print(result.markdown())
     if args.report:
         args.report.write_text(json.dumps(result.to_dict(), indent=2))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recdata.errors import TooLittleData
 from tagging.calibration import calibrate_thresholds
 from tagging.fast import FastScorer
 from tagging.model import TagModel
@@ -296,7 +297,11 @@ def train_tagger(
     train_idx, val_idx = _split(len(texts), config.validation_fraction, rng)
     vocab = TagVocabulary.build((tag_lists[i] for i in train_idx), config.min_support)
     if len(vocab) == 0:
-        raise ValueError("no tag reaches min_support in the training split")
+        raise TooLittleData(
+            f"no tag occurs on {config.min_support} or more training items "
+            f"({len(train_idx)} items in the training split): tagging needs more products "
+            "or a lower min_support"
+        )
     train_y = vocab.encode(tag_lists[i] for i in train_idx)
     val_true = vocab.encode(tag_lists[i] for i in val_idx).astype(bool)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from recdata.artifacts import resolve
 from services.cli import build_parser, main
 
 
@@ -96,3 +98,28 @@ def test_data_the_loader_cannot_read_is_a_message_not_a_traceback(tmp_path: Path
     with pytest.raises(SystemExit) as exit_:
         main(["eval", "--dataset", "movielens", "--data", str(tmp_path / "nowhere")])
     assert "ratings.csv, movies.csv not found" in str(exit_.value.code)
+
+
+def test_too_little_data_to_train_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """Sizes that load but leave a stage nothing to learn from end `recserve train` with
+    one line naming the stage, and write no artifact version."""
+    artifacts = tmp_path / "artifacts"
+    small = ["--items", "30", "--users", "10", "--events-per-user", "5", "--epochs", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *small, "--artifacts", str(artifacts)])
+    assert str(exit_.value.code).startswith("recserve train: no ranking examples")
+    assert not (artifacts / "LATEST").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--items", "8", "--artifacts", str(artifacts)])
+    assert str(exit_.value.code) == (
+        "recserve train: num_items must be at least 15 (one per category)"
+    )
+
+
+def test_a_catalogue_smaller_than_the_candidate_list_trains(tmp_path: Path) -> None:
+    """30 items, fewer than the 200 candidates retrieval hands ranking: the index is
+    measured over the whole catalogue and a version is published."""
+    small = ["--items", "30", "--users", "40", "--events-per-user", "12", "--epochs", "1"]
+    assert main(["train", *small, "--artifacts", str(tmp_path)]) == 0
+    manifest = json.loads((resolve(tmp_path) / "manifest.json").read_text())
+    assert manifest["index"]["k"] == 30
