@@ -58,7 +58,7 @@ def start_ranking(
 
 def device_name(device: str) -> str:
     if device == "cuda":
-        return f"CUDA {torch.cuda.get_device_name()} (torch {torch.version.cuda})"
+        return f"CUDA {torch.cuda.get_device_name()} (torch built with CUDA {torch.version.cuda})"
     return "CPU"
 
 

@@ -391,8 +391,9 @@ def _ranking_data(
     keep = np.flatnonzero((pool == target_arr[:, None]).any(axis=1))
     if len(keep) == 0:
         raise TooLittleData(
-            f"no ranking examples: retrieval's top {RANKING_CANDIDATES} holds none of the "
-            f"{len(histories)} training targets"
+            f"no ranking examples: retrieval's top {min(RANKING_CANDIDATES, len(retriever.items))} "
+            f"(the user's history excluded) holds none of the {len(histories)} training "
+            "targets: every target is already in its user's history, or ranked below"
         )
     histories = [histories[i] for i in keep]
     target_arr, pool = target_arr[keep], pool[keep]

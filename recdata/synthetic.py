@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recdata.errors import DataError
 from recdata.schema import Dataset
 
 EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -740,9 +741,11 @@ def generate(
 ) -> Dataset:
     """Build a synthetic dataset; identical output for identical arguments."""
     if num_items < len(CATEGORIES):
-        raise ValueError(f"num_items must be at least {len(CATEGORIES)} (one per category)")
+        raise DataError(f"num_items must be at least {len(CATEGORIES)} (one per category)")
     if num_users < 1 or mean_events_per_user < 1:
-        raise ValueError("num_users and mean_events_per_user must be positive")
+        raise DataError("num_users and mean_events_per_user must be positive")
+    if seed < 0:
+        raise DataError(f"seed must be non-negative, got {seed}")
     rng = np.random.default_rng(seed)
     cat = _build_catalogue(rng, num_items)
     row_of = rng.permutation(num_items)  # internal item -> public row / id offset

@@ -25,8 +25,17 @@ from services.tracing import Tracing, tracing_to_otlp
 logger = logging.getLogger(__name__)
 
 
+def synthetic_data(args: argparse.Namespace) -> Dataset:
+    """The synthetic set of the command's sizes; sizes it cannot generate end the command
+    with one line naming the limit."""
+    try:
+        return generate(args.items, args.users, args.events_per_user, args.seed)
+    except DataError as exc:
+        raise SystemExit(f"recserve {args.command}: {exc}") from None
+
+
 def write_data(args: argparse.Namespace) -> int:
-    ds = generate(args.items, args.users, args.events_per_user, args.seed)
+    ds = synthetic_data(args)
     args.out.mkdir(parents=True, exist_ok=True)
     ds.items.to_parquet(args.out / "items.parquet", index=False)
     ds.interactions.to_parquet(args.out / "interactions.parquet", index=False)
@@ -37,10 +46,7 @@ def write_data(args: argparse.Namespace) -> int:
 def load_data(args: argparse.Namespace) -> Dataset:
     """The synthetic set, or a real one through its loader (bad rows reported, not fatal)."""
     if args.dataset == "synthetic":
-        try:
-            return generate(args.items, args.users, args.events_per_user, args.seed)
-        except ValueError as exc:  # sizes it cannot generate: the message names the limit
-            raise SystemExit(f"recserve {args.command}: {exc}") from None
+        return synthetic_data(args)
     if args.data is None:
         raise SystemExit(f"--dataset {args.dataset} needs --data PATH (see docs/data.md)")
     from recdata.loaders import load_dataset

@@ -26,6 +26,7 @@ from retrieval.batch import (
     retrieve_batch,
     retrieve_grouped,
 )
+from retrieval.index import ItemIndex
 from retrieval.retriever import Candidates, Retriever
 from services.batching import (
     BatcherClosed,
@@ -34,6 +35,7 @@ from services.batching import (
     deadline_from_remaining,
     openblas_coretype_for_cpu,
 )
+from tests.unit.overlap_spy import OverlapSpy
 
 WAIT = 10.0  # generous upper bound for anything that should happen promptly (not a sleep)
 
@@ -565,3 +567,26 @@ def test_blas_threshold_keeps_single_queries_on_the_scan(retriever: Retriever) -
             enable_faiss_blas_for_batches(min_queries=1)
     finally:
         faiss.cvar.distance_compute_blas_threshold = before
+
+
+def test_a_batch_and_a_single_search_on_a_gpu_placed_index_take_turns(
+    retriever: Retriever, queries: list[RetrievalQuery]
+) -> None:
+    """The batched path searches through the index's lock too: on a GPU index a batch
+    and a lone request from the other executor worker must not search at once."""
+    base = retriever.index
+    spy = OverlapSpy(base.index)
+    placed = ItemIndex(
+        spy, base.embeddings, base.categories, len(retriever.category_names), on_gpu=True
+    )
+    on_gpu = retriever.with_index(placed)
+    batch, lone = queries[:8], queries[8]
+    with ThreadPoolExecutor(2) as pool:
+        batched = pool.submit(retrieve_batch, on_gpu, batch)
+        single = pool.submit(_single, on_gpu, lone)
+        results = [*batched.result(), single.result()]
+    assert not spy.overlapped
+    for got, q in zip(results, [*batch, lone], strict=True):
+        assert not isinstance(got, Exception)
+        expected = _single(retriever, q)
+        assert set(got.item_ids.tolist()) == set(expected.item_ids.tolist())

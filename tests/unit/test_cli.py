@@ -114,6 +114,9 @@ def test_too_little_data_to_train_is_a_message_not_a_traceback(tmp_path: Path) -
     assert str(exit_.value.code) == (
         "recserve train: num_items must be at least 15 (one per category)"
     )
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "--seed", "-1", "--out", str(tmp_path / "data")])
+    assert str(exit_.value.code) == "recserve data: seed must be non-negative, got -1"
 
 
 def test_a_catalogue_smaller_than_the_candidate_list_trains(tmp_path: Path) -> None:

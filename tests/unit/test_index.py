@@ -3,7 +3,6 @@ excluded one, best first — for every index kind, checked over random filters."
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retrieval.index import IndexConfig, ItemIndex, IVFConfig, build_index
+from tests.unit.overlap_spy import OverlapSpy
 
 N, DIM, CATEGORIES = 600, 16, 6
 RNG = np.random.default_rng(3)
@@ -88,24 +88,6 @@ def test_gpu_placement_without_gpu_is_a_clear_error(tmp_path) -> None:
         ItemIndex.load(tmp_path / "i.faiss", EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES, device="gpu")
 
 
-class _OverlapSpy:
-    """A real FAISS index whose search waits (up to a second) for a second search to
-    arrive: with searches serialised the second never arrives while the first waits."""
-
-    def __init__(self, index) -> None:
-        self._index = index
-        self._rendezvous = threading.Barrier(2, timeout=1.0)
-        self.overlapped = False
-
-    def search(self, queries: np.ndarray, k: int, **kwargs):
-        try:
-            self._rendezvous.wait()
-            self.overlapped = True
-        except threading.BrokenBarrierError:
-            pass
-        return self._index.search(queries, k, **kwargs)
-
-
 def test_searches_on_a_gpu_placed_index_take_turns() -> None:
     """FAISS GPU indexes abort the process under concurrent searches (seen on an H100 with
     two executor workers): an index placed on the GPU, and the copies that serve its live
@@ -114,10 +96,12 @@ def test_searches_on_a_gpu_placed_index_take_turns() -> None:
 
     live = LiveSegment.empty(N, EMBEDDINGS.shape[1], [f"c{i}" for i in range(CATEGORIES)])
     for on_gpu in (True, False):
-        spy = _OverlapSpy(build_index(EMBEDDINGS, "flat"))
+        spy = OverlapSpy(build_index(EMBEDDINGS, "flat"))
         index = ItemIndex(spy, EMBEDDINGS, ITEM_CATEGORIES, CATEGORIES, on_gpu=on_gpu)
-        searchers = [index, index.with_live(live)]
+        # The single search on a live-segment copy against the evaluation batch path.
         with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda i: i.search(EMBEDDINGS[0], 10).rows, searchers))
+            single = pool.submit(index.with_live(live).search, EMBEDDINGS[0], 10)
+            many = pool.submit(index.search_many, EMBEDDINGS[:1], 10, [np.empty(0, np.int64)])
+            results = [single.result().rows, many.result()[0]]
         assert spy.overlapped is not on_gpu
         np.testing.assert_array_equal(results[0], results[1])

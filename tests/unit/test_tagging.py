@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from recdata.errors import TooLittleData
 from tagging import (
     Tagger,
     TaggerTrainConfig,
@@ -315,3 +316,11 @@ def test_loads_a_format_1_artifact(
     assert loaded.encoder == "fast" and loaded.threshold == 0.4
     assert loaded.thresholds.tolist() == pytest.approx([0.4] * len(loaded.vocabulary))
     np.testing.assert_array_equal(loaded.predict_proba(["retro"]), tagger.predict_proba(["retro"]))
+
+
+def test_no_tag_on_min_support_items_is_too_little_data() -> None:
+    """Every tag on one product only: nothing to learn, said as the user's data problem."""
+    texts = [f"product number {i}" for i in range(20)]
+    labels = [[f"tag{i}"] for i in range(20)]
+    with pytest.raises(TooLittleData, match="no tag occurs on 2 or more training items"):
+        train_tagger(texts, labels, TaggerTrainConfig(min_support=2, epochs=1))
