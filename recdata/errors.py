@@ -4,7 +4,8 @@ line and exits 1, without a traceback."""
 
 class DataError(ValueError):
     """The files are not what the loader reads (no header, a missing column, dates of two
-    orders, an unknown data set name): the user's data to fix, not a bug to trace."""
+    orders, an unknown data set name), or a synthetic size cannot be generated: the user's
+    data or settings to fix, not a bug to trace."""
 
 
 class TooLittleData(DataError):
